@@ -1,0 +1,20 @@
+"""Bi-Level Routing Attention: regions, routing, gathering, token attention and its backends."""
+
+from bralib.ops import masks
+from bralib.ops.attention import BiLevelRoutingAttention, bra
+from bralib.ops.backends import BACKENDS
+from bralib.ops.regions import from_regions, region_of_tokens, to_regions
+from bralib.ops.routing import region_means, route_regions, routing_mask
+
+__all__ = [
+    "BACKENDS",
+    "BiLevelRoutingAttention",
+    "bra",
+    "from_regions",
+    "masks",
+    "region_means",
+    "region_of_tokens",
+    "route_regions",
+    "routing_mask",
+    "to_regions",
+]

@@ -1,0 +1,156 @@
+"""Bi-Level Routing Attention: the functional form :func:`bra` and the module :class:`BiLevelRoutingAttention`."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bralib.ops.backends import choose_backend, get_backend
+from bralib.ops.routing import route_regions
+from bralib.ops.validate import (
+    check_divisible,
+    check_heads,
+    check_positive_int,
+    check_qkv,
+    check_rank,
+    check_topk,
+)
+
+
+def bra(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    num_heads: int,
+    n_win: int,
+    topk: int,
+    scale: float | None = None,
+    routing_scale: float | None = None,
+    backend: str = "auto",
+    return_routing: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Bi-level routing attention on channels-last maps.
+
+    Args:
+        q, k: (B, H, W, Cqk) queries and keys; v: (B, H, W, Cv) values. H and W must be multiples
+            of ``n_win``.
+        num_heads: heads for token attention (must divide Cqk and Cv). One routing graph, computed
+            from all channels, is shared by every head.
+        n_win: regions per side S.
+        topk: regions each region attends to, 1 <= topk <= S*S.
+        scale: token-attention scale; default ``(Cqk / num_heads) ** -0.5`` (the paper).
+        routing_scale: region-logit scale; default ``Cqk ** -0.5`` (the released code).
+        backend: ``"auto"`` or a name in ``bralib.ops.backends.BACKENDS``.
+        return_routing: also return the routing index.
+
+    Returns:
+        (B, H, W, Cv), and the routing index (B, S*S, topk) when ``return_routing``.
+
+    No gradient flows through the routing: top-k indices are discrete, so the logits' gradient
+    would be zero anyway; routing on detached q and k just saves the autograd bookkeeping.
+    """
+    check_qkv(q, k, v)
+    check_positive_int("n_win", n_win)
+    check_heads("Cqk (q.shape[-1])", q.shape[-1], num_heads)
+    check_heads("Cv (v.shape[-1])", v.shape[-1], num_heads)
+    check_divisible("H", q.shape[1], n_win)
+    check_divisible("W", q.shape[2], n_win)
+    check_topk(topk, n_win)
+    if backend == "auto":
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        backend = choose_backend(q, v, n_win=n_win, topk=topk, needs_grad=needs_grad)
+    chosen = get_backend(backend)
+    scale = (q.shape[-1] // num_heads) ** -0.5 if scale is None else scale
+    _, index = route_regions(q.detach(), k.detach(), n_win=n_win, topk=topk, scale=routing_scale)
+    out = chosen.fn(q, k, v, index, num_heads=num_heads, n_win=n_win, scale=scale)
+    return (out, index) if return_routing else out
+
+
+SCALE_MODES = ("paper", "official")
+
+
+class BiLevelRoutingAttention(nn.Module):
+    """BRA as a layer on (B, H, W, C) maps: qkv projection, routing, token attention, LCE, output projection.
+
+    Args:
+        dim: channels C of input and output.
+        num_heads: attention heads (must divide ``dim`` and ``qk_dim``).
+        n_win: regions per side S.
+        topk: routed regions per region, 1 <= topk <= S*S.
+        qk_dim: channels of queries and keys; default ``dim``.
+        side_dwconv: kernel size of the local context enhancement (depthwise conv on V); 0 disables it.
+        auto_pad: zero-pad H and W up to multiples of ``n_win`` before the projections and crop after,
+            exactly as the released code does for dense prediction. Padded positions then carry the
+            projection biases and take part in routing and attention as keys; the rule is "same
+            output as running on the explicitly zero-padded input and cropping".
+        scale_mode: ``"paper"`` scales token attention by head_dim ** -0.5; ``"official"`` by
+            qk_dim ** -0.5 as the released code does (needed for its weights).
+        backend: BRA backend name, see :func:`bra`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        n_win: int = 7,
+        topk: int = 4,
+        qk_dim: int | None = None,
+        side_dwconv: int = 5,
+        auto_pad: bool = False,
+        scale_mode: str = "paper",
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        qk_dim = dim if qk_dim is None else qk_dim
+        check_positive_int("dim", dim)
+        check_positive_int("qk_dim", qk_dim)
+        check_heads("dim", dim, num_heads)
+        check_heads("qk_dim", qk_dim, num_heads)
+        check_positive_int("n_win", n_win)
+        check_topk(topk, n_win)
+        if side_dwconv < 0 or (side_dwconv > 0 and side_dwconv % 2 == 0):
+            raise ValueError(f"side_dwconv must be 0 (no LCE) or an odd kernel size, got {side_dwconv}")
+        if scale_mode not in SCALE_MODES:
+            raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got {scale_mode!r}")
+        if backend != "auto":
+            get_backend(backend)
+        self.dim, self.qk_dim, self.num_heads = dim, qk_dim, num_heads
+        self.n_win, self.topk, self.auto_pad, self.scale_mode, self.backend = n_win, topk, auto_pad, scale_mode, backend
+        self.scale = (qk_dim if scale_mode == "official" else qk_dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, 2 * qk_dim + dim)  # rows: q | k | v
+        self.lce = (
+            nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim) if side_dwconv > 0 else None
+        )
+        self.proj = nn.Linear(dim, dim)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, qk_dim={self.qk_dim}, num_heads={self.num_heads}, n_win={self.n_win}, "
+            f"topk={self.topk}, scale_mode={self.scale_mode!r}, auto_pad={self.auto_pad}, backend={self.backend!r}"
+        )
+
+    def forward(
+        self, x: torch.Tensor, return_routing: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, H, W, dim) -> (B, H, W, dim) (and the routing index (B, S*S, topk) if asked)."""
+        check_rank("x", x, 4, "(B, H, W, C)")
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"x has {x.shape[-1]} channels (last dim), but this layer was built for dim={self.dim}")
+        height, width = x.shape[1:3]
+        pad_h, pad_w = (-height) % self.n_win, (-width) % self.n_win
+        if (pad_h or pad_w) and not self.auto_pad:
+            check_divisible("H", height, self.n_win)
+            check_divisible("W", width, self.n_win)
+        if pad_h or pad_w:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # zero tokens at the bottom and right
+        q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
+        out, index = bra(
+            q, k, v, num_heads=self.num_heads, n_win=self.n_win, topk=self.topk,
+            scale=self.scale, backend=self.backend, return_routing=True,
+        )  # fmt: skip
+        if self.lce is not None:
+            out = out + self.lce(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        out = self.proj(out)[:, :height, :width]
+        return (out, index) if return_routing else out

@@ -1,0 +1,29 @@
+"""The reference backend: dense attention over all H*W tokens, masked to the routed regions.
+
+Slow (it materialises the (H*W) x (H*W) attention matrix) and obviously right: the routing index is
+turned into a token mask and plain softmax attention does the rest. Every other backend is tested
+against it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bralib.ops.masks import masked_attention, routed_mask
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, N, C) -> (B, heads, N, C/heads)."""
+    batch, tokens, channels = x.shape
+    return x.reshape(batch, tokens, num_heads, channels // num_heads).transpose(1, 2)
+
+
+def reference_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, *, num_heads: int, n_win: int, scale: float
+) -> torch.Tensor:
+    """q, k: (B, H, W, Cqk); v: (B, H, W, Cv); index: (B, S*S, topk) -> (B, H, W, Cv)."""
+    batch, height, width, _ = q.shape
+    mask = routed_mask(index, height, width, n_win)[:, None]  # (B, 1, N, N), shared by heads
+    q_h, k_h, v_h = (split_heads(t.reshape(batch, height * width, -1), num_heads) for t in (q, k, v))
+    out = masked_attention(q_h, k_h, v_h, mask, scale)  # (B, heads, N, Cv/heads)
+    return out.transpose(1, 2).reshape(batch, height, width, v.shape[-1])

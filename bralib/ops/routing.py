@@ -1,0 +1,58 @@
+"""Region-level routing: which k regions each region's queries will attend to (Algorithm 1, steps 3-5)."""
+
+from __future__ import annotations
+
+import torch
+
+from bralib.ops.regions import to_regions
+from bralib.ops.validate import check_positive_int, check_topk
+
+
+def region_means(x: torch.Tensor, n_win: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B, S*S, C): the mean token of every region (region-level query or key)."""
+    return to_regions(x, n_win).mean(dim=2)
+
+
+def route_regions(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    n_win: int,
+    topk: int,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Build the region adjacency A_r and keep each region's top-k neighbours.
+
+    Args:
+        q, k: (B, H, W, C) queries and keys, channels-last; all channels are averaged together, so
+            one routing graph serves every head.
+        n_win: regions per side S.
+        topk: regions each region routes to, 1 <= topk <= S*S.
+        scale: multiplies the logits; default ``C ** -0.5`` like the released code. A positive scale
+            does not change the top-k choice, only the logits' size.
+
+    Returns:
+        logits: (B, S*S, S*S) float32 (or float64 for float64 inputs) region adjacency A_r.
+        index: (B, S*S, topk) long, each row sorted by descending score.
+
+    The logits are computed in float32 even under autocast: with bfloat16 region means, near-ties
+    flip and AMP would change *which* regions are routed, not just round the result.
+    """
+    check_positive_int("n_win", n_win)
+    check_topk(topk, n_win)
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape (B, H, W, C), got {tuple(q.shape)} and {tuple(k.shape)}")
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    work_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        q_region = region_means(q.to(work_dtype), n_win)  # (B, S^2, C)
+        k_region = region_means(k.to(work_dtype), n_win)  # (B, S^2, C)
+        logits = (q_region * scale) @ k_region.transpose(-1, -2)  # (B, S^2, S^2)
+    index = torch.topk(logits, k=topk, dim=-1, largest=True, sorted=True).indices  # (B, S^2, topk)
+    return logits, index
+
+
+def routing_mask(index: torch.Tensor, n_regions: int) -> torch.Tensor:
+    """(B, S*S, topk) routing index -> (B, S*S, S*S) bool: True where region i routes to region j."""
+    mask = torch.zeros(*index.shape[:-1], n_regions, dtype=torch.bool, device=index.device)
+    return mask.scatter(-1, index, True)

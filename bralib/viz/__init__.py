@@ -1,0 +1,21 @@
+"""Pictures and widgets: routing over images, complexity explorers, training curves.
+
+Names are imported lazily from their modules so that ``import bralib`` stays light (matplotlib and
+ipywidgets load only when a picture is drawn). Add ``"name": "bralib.viz.module"`` below to export one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bralib.viz' has no attribute {name!r}; available: {sorted(_EXPORTS)}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
