@@ -12,8 +12,7 @@ import importlib
 import sys
 
 # name -> (module, one-line help). Add a line here when a new area gains a command.
-COMMANDS: dict[str, tuple[str, str]] = {
-}
+COMMANDS: dict[str, tuple[str, str]] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bralib.ops.backends import choose_backend, get_backend
-from bralib.ops.routing import route_regions
+from bralib.ops.routing import local_index, route_regions
 from bralib.ops.validate import (
     check_divisible,
     check_heads,
@@ -16,6 +16,8 @@ from bralib.ops.validate import (
     check_rank,
     check_topk,
 )
+
+ROUTINGS = ("content", "local")
 
 
 def bra(
@@ -29,6 +31,7 @@ def bra(
     scale: float | None = None,
     routing_scale: float | None = None,
     backend: str = "auto",
+    routing: str = "content",
     return_routing: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Bi-level routing attention on channels-last maps.
@@ -43,6 +46,8 @@ def bra(
         scale: token-attention scale; default ``(Cqk / num_heads) ** -0.5`` (the paper).
         routing_scale: region-logit scale; default ``Cqk ** -0.5`` (the released code).
         backend: ``"auto"`` or a name in ``bralib.ops.backends.BACKENDS``.
+        routing: ``"content"`` (BRA: top-k of the region adjacency) or ``"local"`` (each region's
+            ``topk`` nearest regions: a content-blind baseline of identical cost).
         return_routing: also return the routing index.
 
     Returns:
@@ -58,12 +63,17 @@ def bra(
     check_divisible("H", q.shape[1], n_win)
     check_divisible("W", q.shape[2], n_win)
     check_topk(topk, n_win)
+    if routing not in ROUTINGS:
+        raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
     if backend == "auto":
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
         backend = choose_backend(q, v, n_win=n_win, topk=topk, needs_grad=needs_grad)
     chosen = get_backend(backend)
     scale = (q.shape[-1] // num_heads) ** -0.5 if scale is None else scale
-    _, index = route_regions(q.detach(), k.detach(), n_win=n_win, topk=topk, scale=routing_scale)
+    if routing == "local":
+        index = local_index(n_win, topk, device=q.device).expand(q.shape[0], -1, -1)  # (B, S^2, topk)
+    else:
+        _, index = route_regions(q.detach(), k.detach(), n_win=n_win, topk=topk, scale=routing_scale)
     out = chosen.fn(q, k, v, index, num_heads=num_heads, n_win=n_win, scale=scale)
     return (out, index) if return_routing else out
 
@@ -88,6 +98,7 @@ class BiLevelRoutingAttention(nn.Module):
         scale_mode: ``"paper"`` scales token attention by head_dim ** -0.5; ``"official"`` by
             qk_dim ** -0.5 as the released code does (needed for its weights).
         backend: BRA backend name, see :func:`bra`.
+        routing: ``"content"`` (BRA) or ``"local"`` (nearest regions, same cost), see :func:`bra`.
     """
 
     def __init__(
@@ -101,6 +112,7 @@ class BiLevelRoutingAttention(nn.Module):
         auto_pad: bool = False,
         scale_mode: str = "paper",
         backend: str = "auto",
+        routing: str = "content",
     ) -> None:
         super().__init__()
         qk_dim = dim if qk_dim is None else qk_dim
@@ -116,19 +128,21 @@ class BiLevelRoutingAttention(nn.Module):
             raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got {scale_mode!r}")
         if backend != "auto":
             get_backend(backend)
+        if routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+        self.routing = routing
         self.dim, self.qk_dim, self.num_heads = dim, qk_dim, num_heads
         self.n_win, self.topk, self.auto_pad, self.scale_mode, self.backend = n_win, topk, auto_pad, scale_mode, backend
         self.scale = (qk_dim if scale_mode == "official" else qk_dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, 2 * qk_dim + dim)  # rows: q | k | v
-        self.lce = (
-            nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim) if side_dwconv > 0 else None
-        )
+        self.lce = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim) if side_dwconv > 0 else None
         self.proj = nn.Linear(dim, dim)
 
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, qk_dim={self.qk_dim}, num_heads={self.num_heads}, n_win={self.n_win}, "
-            f"topk={self.topk}, scale_mode={self.scale_mode!r}, auto_pad={self.auto_pad}, backend={self.backend!r}"
+            f"topk={self.topk}, scale_mode={self.scale_mode!r}, auto_pad={self.auto_pad}, backend={self.backend!r}, "
+            f"routing={self.routing!r}"
         )
 
     def forward(
@@ -148,7 +162,7 @@ class BiLevelRoutingAttention(nn.Module):
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
         out, index = bra(
             q, k, v, num_heads=self.num_heads, n_win=self.n_win, topk=self.topk,
-            scale=self.scale, backend=self.backend, return_routing=True,
+            scale=self.scale, backend=self.backend, routing=self.routing, return_routing=True,
         )  # fmt: skip
         if self.lce is not None:
             out = out + self.lce(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

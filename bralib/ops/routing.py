@@ -52,6 +52,29 @@ def route_regions(
     return logits, index
 
 
+def local_index(n_win: int, topk: int, device: torch.device | None = None) -> torch.Tensor:
+    """(S*S, topk) long: every region's ``topk`` nearest regions, itself first.
+
+    The content-blind baseline with BRA's exact cost: the same number of routed regions, chosen by
+    distance (Chebyshev, then Euclidean, then region number) instead of by q/k similarity. With
+    topk = 9 it is a 3x3 neighbourhood of regions.
+    """
+    check_positive_int("n_win", n_win)
+    check_topk(topk, n_win)
+    rows = torch.arange(n_win * n_win, device=device) // n_win
+    cols = torch.arange(n_win * n_win, device=device) % n_win
+    d_row = (rows[:, None] - rows[None, :]).abs()
+    d_col = (cols[:, None] - cols[None, :]).abs()
+    chebyshev = torch.maximum(d_row, d_col)
+    euclid2 = d_row**2 + d_col**2
+    order_key = (
+        chebyshev * (4 * n_win * n_win) ** 2
+        + euclid2 * (4 * n_win * n_win)
+        + torch.arange(n_win * n_win, device=device)
+    )
+    return order_key.argsort(dim=-1)[:, :topk]
+
+
 def routing_mask(index: torch.Tensor, n_regions: int) -> torch.Tensor:
     """(B, S*S, topk) routing index -> (B, S*S, S*S) bool: True where region i routes to region j."""
     mask = torch.zeros(*index.shape[:-1], n_regions, dtype=torch.bool, device=index.device)

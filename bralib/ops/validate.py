@@ -34,9 +34,7 @@ def check_topk(topk: object, n_win: int) -> None:
 def check_heads(name: str, channels: int, num_heads: int) -> None:
     check_positive_int("num_heads", num_heads)
     if channels % num_heads != 0:
-        raise ValueError(
-            f"{name}={channels} is not divisible by num_heads={num_heads}: num_heads must divide {name}"
-        )
+        raise ValueError(f"{name}={channels} is not divisible by num_heads={num_heads}: num_heads must divide {name}")
 
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -46,9 +44,7 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if q.shape != k.shape:
         raise ValueError(f"q and k must have the same shape (B, H, W, Cqk), got {tuple(q.shape)} and {tuple(k.shape)}")
     if v.shape[:3] != q.shape[:3]:
-        raise ValueError(
-            f"v must share (B, H, W) with q: q is {tuple(q.shape)}, v is {tuple(v.shape)}"
-        )
+        raise ValueError(f"v must share (B, H, W) with q: q is {tuple(q.shape)}, v is {tuple(v.shape)}")
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):

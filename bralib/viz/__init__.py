@@ -9,8 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS: dict[str, str] = {
-}
+_EXPORTS: dict[str, str] = {}
 
 __all__ = sorted(_EXPORTS)
 
