@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bralib.ops.backends import choose_backend, get_backend
-from bralib.ops.routing import local_index, route_regions
+from bralib.ops.routing import local_index, region_means, route_regions, routing_dtype, top_regions
 from bralib.ops.validate import (
     check_divisible,
     check_heads,
@@ -32,6 +32,7 @@ def bra(
     routing_scale: float | None = None,
     backend: str = "auto",
     routing: str = "content",
+    routing_index: torch.Tensor | None = None,
     return_routing: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Bi-level routing attention on channels-last maps.
@@ -48,6 +49,7 @@ def bra(
         backend: ``"auto"`` or a name in ``bralib.ops.backends.BACKENDS``.
         routing: ``"content"`` (BRA: top-k of the region adjacency) or ``"local"`` (each region's
             ``topk`` nearest regions: a content-blind baseline of identical cost).
+        routing_index: a precomputed (B, S*S, topk) index; when given, ``routing`` is not used.
         return_routing: also return the routing index.
 
     Returns:
@@ -70,7 +72,15 @@ def bra(
         backend = choose_backend(q, v, n_win=n_win, topk=topk, needs_grad=needs_grad)
     chosen = get_backend(backend)
     scale = (q.shape[-1] // num_heads) ** -0.5 if scale is None else scale
-    if routing == "local":
+    if routing_index is not None:
+        expected = (q.shape[0], n_win * n_win, topk)
+        if tuple(routing_index.shape) != expected or routing_index.dtype != torch.long:
+            raise ValueError(
+                f"routing_index must be a long tensor of shape (B, n_win**2, topk) = {expected}, "
+                f"got {routing_index.dtype} {tuple(routing_index.shape)}"
+            )
+        index = routing_index
+    elif routing == "local":
         index = local_index(n_win, topk, device=q.device).expand(q.shape[0], -1, -1)  # (B, S^2, topk)
     else:
         _, index = route_regions(q.detach(), k.detach(), n_win=n_win, topk=topk, scale=routing_scale)
@@ -145,6 +155,23 @@ class BiLevelRoutingAttention(nn.Module):
             f"routing={self.routing!r}"
         )
 
+    @torch.no_grad()
+    def route(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, dim) -> routing index (B, S*S, topk).
+
+        The projection is linear, so the mean of a region's queries is the projection of the
+        region's mean token: ``mean(W x + b) = W mean(x) + b``. Routing from the region means of
+        ``x`` costs S*S projections instead of H*W, and running it in float32 (outside autocast)
+        means AMP never changes which regions are routed: the fp32 and the AMP model route alike.
+        """
+        work = routing_dtype(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x_region = region_means(x.to(work), self.n_win)  # (B, S^2, dim)
+            weight = self.qkv.weight[: 2 * self.qk_dim].to(work)
+            bias = self.qkv.bias[: 2 * self.qk_dim].to(work)
+            q_region, k_region = F.linear(x_region, weight, bias).split(self.qk_dim, dim=-1)  # (B, S^2, qk_dim)
+        return top_regions(q_region, k_region, topk=self.topk, scale=self.qk_dim**-0.5)[1]
+
     def forward(
         self, x: torch.Tensor, return_routing: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -160,9 +187,10 @@ class BiLevelRoutingAttention(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # zero tokens at the bottom and right
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
+        index = self.route(x) if self.routing == "content" else None
         out, index = bra(
-            q, k, v, num_heads=self.num_heads, n_win=self.n_win, topk=self.topk,
-            scale=self.scale, backend=self.backend, routing=self.routing, return_routing=True,
+            q, k, v, num_heads=self.num_heads, n_win=self.n_win, topk=self.topk, scale=self.scale,
+            backend=self.backend, routing=self.routing, routing_index=index, return_routing=True,
         )  # fmt: skip
         if self.lce is not None:
             out = out + self.lce(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

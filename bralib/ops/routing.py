@@ -42,11 +42,23 @@ def route_regions(
     check_topk(topk, n_win)
     if q.shape != k.shape:
         raise ValueError(f"q and k must have the same shape (B, H, W, C), got {tuple(q.shape)} and {tuple(k.shape)}")
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    work_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=q.device.type, enabled=False):
-        q_region = region_means(q.to(work_dtype), n_win)  # (B, S^2, C)
-        k_region = region_means(k.to(work_dtype), n_win)  # (B, S^2, C)
+        q_region = region_means(q.to(routing_dtype(q)), n_win)  # (B, S^2, C)
+        k_region = region_means(k.to(routing_dtype(k)), n_win)  # (B, S^2, C)
+    return top_regions(q_region, k_region, topk=topk, scale=scale)
+
+
+def routing_dtype(x: torch.Tensor) -> torch.dtype:
+    """float64 stays float64; everything else routes in float32 (see :func:`route_regions`)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def top_regions(
+    q_region: torch.Tensor, k_region: torch.Tensor, *, topk: int, scale: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Region adjacency and top-k from region-level queries and keys (B, S*S, C), in their own dtype."""
+    scale = q_region.shape[-1] ** -0.5 if scale is None else scale
+    with torch.autocast(device_type=q_region.device.type, enabled=False):
         logits = (q_region * scale) @ k_region.transpose(-1, -2)  # (B, S^2, S^2)
     index = torch.topk(logits, k=topk, dim=-1, largest=True, sorted=True).indices  # (B, S^2, topk)
     return logits, index
