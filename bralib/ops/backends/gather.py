@@ -24,10 +24,13 @@ def gather_kv(kv_regions: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """
     batch, n_regions, tokens, channels = kv_regions.shape
     topk = index.shape[-1]
-    # torch.gather needs index and source of one rank: broadcast both to (B, S^2, S^2|topk, n, C) as views.
-    source = kv_regions[:, None].expand(batch, n_regions, n_regions, tokens, channels)
-    gather_index = index[:, :, :, None, None].expand(batch, n_regions, topk, tokens, channels)
-    return torch.gather(source, 2, gather_index)
+    # Select whole regions from the flattened (B*S^2, n, C) tensor: the backward of index_select
+    # accumulates into a K/V-sized buffer, where torch.gather on a broadcast (B, S^2, S^2, n, C) view
+    # (the released code's formulation) would allocate S^2 times K/V for its gradient.
+    offsets = torch.arange(batch, device=index.device)[:, None, None] * n_regions  # (B, 1, 1)
+    flat_index = (index + offsets).reshape(-1)  # (B*S^2*topk,)
+    picked = kv_regions.reshape(batch * n_regions, tokens, channels).index_select(0, flat_index)
+    return picked.reshape(batch, n_regions, topk, tokens, channels)
 
 
 def region_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
