@@ -12,7 +12,12 @@ import importlib
 import sys
 
 # name -> (module, one-line help). Add a line here when a new area gains a command.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "book": ("bralib.book.cli", "list, build and check the book's chapters (book.toml)"),
+    "exercise": ("bralib.exercises.cli", "check your answers to the book's exercises"),
+    "train": ("bralib.train.cli", "train a model: CPU, one GPU, or many processes under torchrun"),
+    "eval": ("bralib.train.eval_cli", "top-1 / top-5 of a training checkpoint (model and EMA weights)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from bralib.ops import masks
 from bralib.ops.attention import BiLevelRoutingAttention, bra
 from bralib.ops.backends import BACKENDS
+from bralib.ops.backends.auto import explain_backend
 from bralib.ops.regions import from_regions, region_of_tokens, to_regions
 from bralib.ops.routing import local_index, region_means, route_regions, routing_mask
 
@@ -10,6 +11,7 @@ __all__ = [
     "BACKENDS",
     "BiLevelRoutingAttention",
     "bra",
+    "explain_backend",
     "from_regions",
     "local_index",
     "masks",

@@ -89,6 +89,7 @@ def bra(
 
 
 SCALE_MODES = ("paper", "official")
+ROUTE_FROM = ("x", "qk")
 
 
 class BiLevelRoutingAttention(nn.Module):
@@ -109,6 +110,11 @@ class BiLevelRoutingAttention(nn.Module):
             qk_dim ** -0.5 as the released code does (needed for its weights).
         backend: BRA backend name, see :func:`bra`.
         routing: ``"content"`` (BRA) or ``"local"`` (nearest regions, same cost), see :func:`bra`.
+        route_from: where content routing gets its region-level queries and keys. ``"x"``: project the
+            region means of x in float32 (see :meth:`route`; AMP routes like float32, at the price of an
+            extra (S*S, dim) x (dim, 2*qk_dim) projection). ``"qk"``: the region means of the q and k
+            this layer computes anyway, as the released code does (no extra projection; under autocast
+            they carry the reduced precision of q and k).
     """
 
     def __init__(
@@ -123,6 +129,7 @@ class BiLevelRoutingAttention(nn.Module):
         scale_mode: str = "paper",
         backend: str = "auto",
         routing: str = "content",
+        route_from: str = "x",
     ) -> None:
         super().__init__()
         qk_dim = dim if qk_dim is None else qk_dim
@@ -140,7 +147,9 @@ class BiLevelRoutingAttention(nn.Module):
             get_backend(backend)
         if routing not in ROUTINGS:
             raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
-        self.routing = routing
+        if route_from not in ROUTE_FROM:
+            raise ValueError(f"route_from must be one of {ROUTE_FROM}, got {route_from!r}")
+        self.routing, self.route_from = routing, route_from
         self.dim, self.qk_dim, self.num_heads = dim, qk_dim, num_heads
         self.n_win, self.topk, self.auto_pad, self.scale_mode, self.backend = n_win, topk, auto_pad, scale_mode, backend
         self.scale = (qk_dim if scale_mode == "official" else qk_dim // num_heads) ** -0.5
@@ -152,7 +161,7 @@ class BiLevelRoutingAttention(nn.Module):
         return (
             f"dim={self.dim}, qk_dim={self.qk_dim}, num_heads={self.num_heads}, n_win={self.n_win}, "
             f"topk={self.topk}, scale_mode={self.scale_mode!r}, auto_pad={self.auto_pad}, backend={self.backend!r}, "
-            f"routing={self.routing!r}"
+            f"routing={self.routing!r}, route_from={self.route_from!r}"
         )
 
     @torch.no_grad()
@@ -187,7 +196,8 @@ class BiLevelRoutingAttention(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # zero tokens at the bottom and right
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
-        index = self.route(x) if self.routing == "content" else None
+        # route_from="qk" leaves routing to bra(): region means of q and k, scaled by qk_dim ** -0.5.
+        index = self.route(x) if self.routing == "content" and self.route_from == "x" else None
         out, index = bra(
             q, k, v, num_heads=self.num_heads, n_win=self.n_win, topk=self.topk, scale=self.scale,
             backend=self.backend, routing=self.routing, routing_index=index, return_routing=True,

@@ -95,3 +95,33 @@ def masked_attention(
     logits = (q @ k.transpose(-1, -2)) * scale  # (..., N, N)
     logits = logits.masked_fill(~mask, float("-inf"))
     return torch.softmax(logits, dim=-1) @ v
+
+
+def neighbourhood_mask(height: int, width: int, window: int) -> torch.Tensor:
+    """Sliding-window (neighbourhood) attention: each token sees the ``window`` x ``window`` tokens around it.
+
+    The window is centred on the query and, near the border, slid inwards to stay inside the grid (as in
+    Neighborhood Attention), so every query sees exactly ``window**2`` keys. ``window`` must be odd and at
+    most ``min(height, width)``.
+    """
+    check_positive_int("window", window)
+    if window % 2 == 0 or window > min(height, width):
+        raise ValueError(f"window must be odd and at most min(height, width) = {min(height, width)}, got {window}")
+    rows, cols = _grid(height, width)
+    top = (rows - window // 2).clamp(0, height - window)  # (N,) first row of each query's window
+    left = (cols - window // 2).clamp(0, width - window)  # (N,)
+    in_rows = (rows[None, :] >= top[:, None]) & (rows[None, :] < top[:, None] + window)
+    in_cols = (cols[None, :] >= left[:, None]) & (cols[None, :] < left[:, None] + window)
+    return in_rows & in_cols
+
+
+def row_mask(height: int, width: int) -> torch.Tensor:
+    """Row attention: each token sees its own row (one half of sequential axial attention)."""
+    rows, _ = _grid(height, width)
+    return rows[:, None] == rows[None, :]
+
+
+def column_mask(height: int, width: int) -> torch.Tensor:
+    """Column attention: each token sees its own column (the other half of sequential axial attention)."""
+    _, cols = _grid(height, width)
+    return cols[:, None] == cols[None, :]

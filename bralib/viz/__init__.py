@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS: dict[str, str] = {}
+_EXPORTS: dict[str, str] = {
+    "plot_history": "bralib.viz.history",
+}
 
 __all__ = sorted(_EXPORTS)
 

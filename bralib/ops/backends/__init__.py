@@ -2,7 +2,17 @@
 
 Each backend is a function ``fn(q, k, v, index, *, num_heads, n_win, scale) -> out`` with q, k:
 (B, H, W, Cqk), v: (B, H, W, Cv), index: (B, S*S, topk), out: (B, H, W, Cv). They agree numerically
-and differ in speed and memory. ``bralib.ops.bra(..., backend=name)`` picks one.
+and differ in speed and memory. ``bralib.ops.bra(..., backend=name)`` picks one; ``backend="auto"`` picks
+from measurements stored in ``measured.json`` (see :mod:`bralib.ops.backends.auto` and ``bralib bench``).
+
+========== ===================================================================================
+reference  dense attention over all tokens with the routed-region mask: slow, obviously right
+gather     the paper's algorithm: gather k regions per region, batched matmuls (the baseline)
+sdpa       whole-region gathers + PyTorch's fused scaled_dot_product_attention
+dense      fused SDPA over all tokens with the routed-region mask (wins for tiny regions)
+lean       gather + fused attention whose saved activations are O(HW*C), index-add backward
+flex       FlexAttention with one block per routed region (compiled; forward only on CPU)
+========== ===================================================================================
 """
 
 from __future__ import annotations
@@ -12,23 +22,69 @@ from dataclasses import dataclass
 
 import torch
 
+from bralib.ops.backends.dense import dense_attention
+from bralib.ops.backends.flex import DEVICE_DTYPES as FLEX_DTYPES
+from bralib.ops.backends.flex import flex_attention_backend
 from bralib.ops.backends.gather import gather_attention
+from bralib.ops.backends.lean import lean_attention
 from bralib.ops.backends.reference import reference_attention
+from bralib.ops.backends.sdpa import sdpa_attention
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 @dataclass(frozen=True)
 class Backend:
-    """A registered backend and what it can do."""
+    """A registered backend and what it can do.
+
+    Attributes:
+        devices: device types it runs on; None for any device PyTorch runs on.
+        dtypes: dtypes it computes in, per device type (``"*"``: every other device).
+        forward_only_on: device types where it has no backward.
+        needs_compile: it runs through ``torch.compile`` (its first call per shape compiles for seconds).
+    """
 
     name: str
     fn: Callable[..., torch.Tensor]
     description: str
-    supports_backward: Callable[[torch.device], bool] = lambda device: True
+    devices: tuple[str, ...] | None = None
+    dtypes: tuple[tuple[str, tuple[torch.dtype, ...]], ...] = (("*", FLOAT_DTYPES),)
+    forward_only_on: tuple[str, ...] = ()
+    needs_compile: bool = False
+
+    def dtypes_on(self, device_type: str) -> tuple[torch.dtype, ...]:
+        table = dict(self.dtypes)
+        return table.get(device_type, table.get("*", ()))
+
+    def problem(self, device_type: str, dtype: torch.dtype, needs_grad: bool) -> str | None:
+        """Why this backend cannot run the request, or None when it can."""
+        if self.devices is not None and device_type not in self.devices:
+            return f"runs on {', '.join(self.devices)} only, not {device_type}"
+        if dtype not in self.dtypes_on(device_type):
+            allowed = ", ".join(_dtype_name(d) for d in self.dtypes_on(device_type))
+            return f"supports {allowed} on {device_type}, not {_dtype_name(dtype)}"
+        if needs_grad and device_type in self.forward_only_on:
+            return f"has no backward on {device_type}"
+        return None
+
+    def supports_backward(self, device: torch.device | str) -> bool:
+        return torch.device(device).type not in self.forward_only_on
 
 
 BACKENDS: dict[str, Backend] = {
     "reference": Backend("reference", reference_attention, "dense attention with the routed-region token mask"),
     "gather": Backend("gather", gather_attention, "the paper's algorithm: gather k regions, batched matmuls"),
+    "sdpa": Backend("sdpa", sdpa_attention, "whole-region gathers, then fused scaled_dot_product_attention"),
+    "dense": Backend("dense", dense_attention, "fused SDPA over all tokens with the routed-region mask"),
+    "lean": Backend("lean", lean_attention, "gather + fused attention, O(HW*C) saved activations, index-add backward"),
+    "flex": Backend(
+        "flex", flex_attention_backend, "FlexAttention, one block per routed region (compiled)",
+        devices=tuple(FLEX_DTYPES), dtypes=tuple(FLEX_DTYPES.items()), forward_only_on=("cpu",), needs_compile=True,
+    ),  # fmt: skip
 }
 
 
@@ -39,5 +95,10 @@ def get_backend(name: str) -> Backend:
 
 
 def choose_backend(q: torch.Tensor, v: torch.Tensor, *, n_win: int, topk: int, needs_grad: bool) -> str:
-    """The backend ``"auto"`` uses for this request."""
-    return "gather"
+    """The backend ``"auto"`` uses for this request (see :func:`bralib.ops.explain_backend` for why)."""
+    from bralib.ops.backends.auto import explain_choice
+
+    return explain_choice(q, v, n_win=n_win, topk=topk, needs_grad=needs_grad).backend
+
+
+__all__ = ["BACKENDS", "FLOAT_DTYPES", "Backend", "choose_backend", "get_backend"]

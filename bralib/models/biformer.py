@@ -1,0 +1,444 @@
+"""BiFormer: a four-stage vision transformer whose blocks use Bi-Level Routing Attention (Zhu et al., CVPR 2023).
+
+    image (B, 3, H, W)
+      -> stem: overlapped patch embedding, two 3x3 stride-2 convs                  (B, C1, H/4,  W/4)
+      -> stage 1: blocks                                                           (B, C1, H/4,  W/4)
+      -> stage 2: 3x3 stride-2 conv + BatchNorm, blocks                            (B, C2, H/8,  W/8)
+      -> stage 3: ...                                                              (B, C3, H/16, W/16)
+      -> stage 4: ... (global attention instead of BRA)                            (B, C4, H/32, W/32)
+      -> head: BatchNorm, global average pool, Linear                              (B, num_classes)
+
+    block:  x = x + dwconv3x3(x)                   convolutional position encoding
+            x = x + drop_path(attn(norm(x)))       BRA (stages 1-3) or global attention (stage 4)
+            x = x + drop_path(mlp(norm(x)))        Linear, GELU, Linear with hidden width 3C
+
+Every variant is one row of :data:`MODEL_CONFIGS` below; :func:`bralib.create_model` builds them by name.
+The released variants use ``scale_mode="official"``: the released code scales token attention by
+``qk_dim ** -0.5`` (the full width) where the paper's formula has ``head_dim ** -0.5``. Their weights were
+trained that way, so matching it is what makes them give their outputs; see ``bralib.ops.attention``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bralib.models.layers import DropPath, GlobalAttention, Mlp
+from bralib.ops import BiLevelRoutingAttention
+
+STEMS = ("overlapped", "patchify")
+DOWNSAMPLES = ("conv3x3", "patch_merging")
+
+
+@dataclass(frozen=True)
+class BiFormerConfig:
+    """The architecture of one variant. Every tuple has one entry per stage.
+
+    dims: channels per stage.  depths: blocks per stage.  heads: attention heads per stage.
+    topks: regions routed per region in each BRA stage; ``None`` makes the stage plain global attention
+        (the released config's ``-2``).
+    n_win: regions per side S, one int for all stages or one per stage (ignored by global-attention stages).
+    mlp_ratio: MLP hidden width / C.
+    stem: ``"overlapped"`` (conv3x3 s2, BN, GELU, conv3x3 s2, BN) or ``"patchify"`` (conv4x4 s4, BN).
+    downsample: between stages, ``"conv3x3"`` (conv3x3 s2, BN) or ``"patch_merging"`` (BN, conv2x2 s2).
+    pos_conv: kernel of the convolutional position encoding (depthwise), 0 for none.
+    local_kernel: kernel of BRA's local context enhancement and of global attention's LePE (depthwise).
+    scale_mode: BRA's token-attention scale, ``"official"`` (qk_dim ** -0.5) or ``"paper"`` (head_dim ** -0.5).
+    route_from: BRA's region-level q and k: ``"qk"``, region means of the computed q and k (the released
+        code, no extra cost) or ``"x"``, float32 projections of region means of x (routes under AMP exactly
+        as in float32, for S*S*dim*2*qk_dim extra multiply-adds per block).
+    input_size: the image side the variant is designed for.  note: what the variant is for.
+    """
+
+    dims: tuple[int, ...]
+    depths: tuple[int, ...]
+    heads: tuple[int, ...]
+    topks: tuple[int | None, ...]
+    n_win: int | tuple[int, ...] = 7
+    mlp_ratio: float = 3.0
+    stem: str = "overlapped"
+    downsample: str = "conv3x3"
+    pos_conv: int = 3
+    local_kernel: int = 5
+    scale_mode: str = "official"
+    route_from: str = "qk"
+    input_size: int = 224
+    note: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.dims)
+        for name in ("depths", "heads", "topks"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries but dims has {n}: one per stage")
+        if isinstance(self.n_win, tuple) and len(self.n_win) != n:
+            raise ValueError(f"n_win has {len(self.n_win)} entries but dims has {n}: give one int or one per stage")
+        for stage, (dim, heads, topk, n_win) in enumerate(zip(self.dims, self.heads, self.topks, self.n_wins)):
+            if dim <= 0 or heads <= 0 or dim % heads:
+                raise ValueError(f"stage {stage}: heads={heads} must be positive and divide dims={dim}")
+            if topk is not None and not 1 <= topk <= n_win * n_win:
+                raise ValueError(f"stage {stage}: topk={topk} must be None (global attention) or in [1, {n_win**2}]")
+        if self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
+        if self.downsample not in DOWNSAMPLES:
+            raise ValueError(f"downsample must be one of {DOWNSAMPLES}, got {self.downsample!r}")
+
+    @property
+    def n_wins(self) -> tuple[int, ...]:
+        return self.n_win if isinstance(self.n_win, tuple) else (self.n_win,) * len(self.dims)
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(self.depths)
+
+
+def _released(dims, depths, heads, **kwargs) -> BiFormerConfig:
+    return BiFormerConfig(dims=dims, depths=depths, heads=heads, topks=(1, 4, 16, None), **kwargs)
+
+
+# Table 6 of the paper walks from Swin-T's layout (with BRA in place of shifted windows) to BiFormer-S, one
+# change per row. The first row is the released code's "BiFormer-STL" (biformer_stl.py): Swin-T's depths and
+# widths, a 4x4 patchify stem and BN + 2x2-conv patch merging, MLP ratio 4, no position encoding.
+_SWIN_LAYOUT = dict(dims=(96, 192, 384, 768), depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), topks=(1, 4, 16, None),
+                    mlp_ratio=4.0, stem="patchify", downsample="patch_merging", pos_conv=0)  # fmt: skip
+_DEEPER_LAYOUT = dict(dims=(64, 128, 256, 512), depths=(4, 4, 18, 4), heads=(2, 4, 8, 8), topks=(1, 4, 16, None))
+
+MODEL_CONFIGS: dict[str, BiFormerConfig] = {
+    # --- released (ImageNet-1K, 224x224): 13,142,760 / 25,536,232 / 56,804,968 parameters, 2.23 / 4.49 / 9.80 GMACs
+    "biformer_tiny": _released((64, 128, 256, 512), (2, 2, 8, 2), (2, 4, 8, 8), note="BiFormer-T (Table 1)"),
+    "biformer_small": _released((64, 128, 256, 512), (4, 4, 18, 4), (2, 4, 8, 8), note="BiFormer-S (Table 1)"),
+    "biformer_base": _released((96, 192, 384, 768), (4, 4, 18, 4), (3, 6, 12, 8), note="BiFormer-B (Table 1)"),
+    # --- teaching and testing: the same design, small enough for a laptop CPU; paper's attention scale
+    "biformer_nano": BiFormerConfig(
+        dims=(32, 64, 128, 160), depths=(1, 1, 2, 1), heads=(1, 2, 4, 5), topks=(4, 4, 2, None), n_win=(4, 4, 2, 1),
+        scale_mode="paper", input_size=64,
+        note="64x64 inputs (maps 16, 8, 4, 2): 0.94M parameters with 10 classes, trains on 2 CPU cores",
+    ),  # fmt: skip
+    "biformer_micro": BiFormerConfig(
+        dims=(32, 64, 128, 256), depths=(1, 1, 3, 1), heads=(1, 2, 4, 8), topks=(4, 8, 16, None), n_win=7,
+        scale_mode="paper", input_size=112,
+        note="112x112 inputs (maps 28, 14, 7, 4): BiFormer-T's design at half resolution, 1.9M parameters",
+    ),  # fmt: skip
+    # --- Table 6: the ablation path from the Swin-T layout to BiFormer-S
+    "table6_swin_layout": BiFormerConfig(**_SWIN_LAYOUT, note="Table 6 row 1: Swin-T layout with BRA (29M, 4.6G)"),
+    "table6_overlapped_embed": BiFormerConfig(
+        **{**_SWIN_LAYOUT, "stem": "overlapped", "downsample": "conv3x3"},
+        note="Table 6 row 2: + overlapped patch embedding (31M, 4.9G)",
+    ),
+    "table6_deeper": BiFormerConfig(**_DEEPER_LAYOUT, pos_conv=0, note="Table 6 row 3: + deeper layout (25M, 4.5G)"),
+    "table6_conv_pos": BiFormerConfig(
+        **_DEEPER_LAYOUT, note="Table 6 row 4: + convolutional position encoding (26M, 4.5G) = BiFormer-S"
+    ),
+}
+
+
+# ---------------------------------------------------------------- stem and downsampling (NCHW in, NCHW out)
+
+
+class OverlappedStem(nn.Module):
+    """Overlapped patch embedding: two 3x3 stride-2 convs (3 -> C/2 -> C), so neighbouring patches share pixels."""
+
+    def __init__(self, in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, dim // 2, 3, stride=2, padding=1)
+        self.norm1 = nn.BatchNorm2d(dim // 2)
+        self.act = nn.GELU()
+        self.conv2 = nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1)
+        self.norm2 = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, dim, ceil(H/4), ceil(W/4))."""
+        return self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad an NCHW map at the bottom and right so H and W are multiples of ``multiple`` (no-op if they are)."""
+    pad_h, pad_w = (-x.shape[2]) % multiple, (-x.shape[3]) % multiple
+    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
+
+class PatchifyStem(nn.Module):
+    """Non-overlapped patch embedding (ViT/Swin): one 4x4 stride-4 conv, then BatchNorm."""
+
+    def __init__(self, in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, dim, 4, stride=4)
+        self.norm = nn.BatchNorm2d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, dim, ceil(H/4), ceil(W/4))."""
+        return self.norm(self.conv(pad_to_multiple(x, 4)))
+
+
+class ConvDownsample(nn.Module):
+    """Between stages: a 3x3 stride-2 conv (C -> C') and BatchNorm; overlapping like the stem."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, out_dim, 3, stride=2, padding=1)
+        self.norm = nn.BatchNorm2d(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, dim, H, W) -> (B, out_dim, ceil(H/2), ceil(W/2))."""
+        return self.norm(self.conv(x))
+
+
+class PatchMerging(nn.Module):
+    """Swin-style patch merging as the released BiFormer-STL does it: BatchNorm, then a 2x2 stride-2 conv."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(dim)
+        self.conv = nn.Conv2d(dim, out_dim, 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, dim, H, W) -> (B, out_dim, ceil(H/2), ceil(W/2))."""
+        return self.conv(pad_to_multiple(self.norm(x), 2))
+
+
+# ---------------------------------------------------------------- block and stage
+
+
+class BiFormerBlock(nn.Module):
+    """Conv position encoding, then pre-norm attention and pre-norm MLP, each with a residual (channels-last).
+
+    Args:
+        dim: channels C.  num_heads: attention heads.
+        topk: routed regions (BRA), or None for global attention.  n_win: regions per side (BRA only).
+        mlp_ratio: MLP hidden width / C.  drop_path: stochastic-depth rate of both residual branches.
+        pos_conv: kernel of the depthwise position-encoding conv, 0 for none.
+        local_kernel: BRA's LCE / global attention's LePE kernel.
+        scale_mode, route_from, auto_pad, backend: passed to :class:`bralib.ops.BiLevelRoutingAttention`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        topk: int | None,
+        n_win: int = 7,
+        mlp_ratio: float = 3.0,
+        drop_path: float = 0.0,
+        pos_conv: int = 3,
+        local_kernel: int = 5,
+        scale_mode: str = "official",
+        route_from: str = "qk",
+        auto_pad: bool = False,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.pos_conv = nn.Conv2d(dim, dim, pos_conv, padding=pos_conv // 2, groups=dim) if pos_conv else None
+        self.attn_norm = nn.LayerNorm(dim, eps=1e-6)
+        if topk is None:
+            self.attn = GlobalAttention(dim, num_heads, lepe_kernel=local_kernel)
+        else:
+            self.attn = BiLevelRoutingAttention(
+                dim, num_heads, n_win=n_win, topk=topk, side_dwconv=local_kernel,
+                auto_pad=auto_pad, scale_mode=scale_mode, route_from=route_from, backend=backend,
+            )  # fmt: skip
+        self.mlp_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(mlp_ratio * dim))
+        self.drop_path = DropPath(drop_path)
+
+    @property
+    def routes(self) -> bool:
+        """Whether this block's attention is BRA (and so has a routing index)."""
+        return isinstance(self.attn, BiLevelRoutingAttention)
+
+    def forward(
+        self, x: torch.Tensor, return_routing: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, H, W, C) -> (B, H, W, C); with ``return_routing`` also the index (B, S*S, topk) or None."""
+        if self.pos_conv is not None:  # the conv runs on an NCHW view of the channels-last tensor: no copy
+            x = x + self.pos_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        index = None
+        if return_routing and self.routes:
+            attended, index = self.attn(self.attn_norm(x), return_routing=True)
+        else:
+            attended = self.attn(self.attn_norm(x))
+        x = x + self.drop_path(attended)
+        x = x + self.drop_path(self.mlp(self.mlp_norm(x)))
+        return (x, index) if return_routing else x
+
+
+class BiFormerStage(nn.Module):
+    """An optional downsampling layer, then ``len(blocks)`` blocks at one resolution (NCHW in and out)."""
+
+    def __init__(self, downsample: nn.Module | None, blocks: list[BiFormerBlock]) -> None:
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(
+        self, x: torch.Tensor, return_routing: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor | None]]:
+        """(B, C_in, H, W) -> (B, C, H', W'); with ``return_routing`` also each block's index (or None)."""
+        if self.downsample is not None:
+            x = self.downsample(x)
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C): blocks work channels-last
+        indices = []
+        for block in self.blocks:
+            if return_routing:
+                x, index = block(x, return_routing=True)
+                indices.append(index)
+            else:
+                x = block(x)
+        x = x.permute(0, 3, 1, 2)  # (B, C, H, W), a view
+        return (x, indices) if return_routing else x
+
+
+# ---------------------------------------------------------------- the network
+
+
+class Routing(NamedTuple):
+    """Where one BRA block routed: ``index[b, r]`` lists the ``topk`` regions that region r attends to.
+
+    Regions are numbered row-major on an ``n_win`` x ``n_win`` grid over the block's feature map of size
+    ``map_size`` (H, W); with ``auto_pad`` the grid covers the map zero-padded to multiples of ``n_win``.
+    """
+
+    stage: int
+    block: int
+    index: torch.Tensor  # (B, S*S, topk) long
+    n_win: int
+    map_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One output map of a ``features_only`` model: its stage, channels and stride (input pixels per map pixel)."""
+
+    stage: int
+    channels: int
+    stride: int
+
+
+class BiFormer(nn.Module):
+    """The BiFormer network for a :class:`BiFormerConfig`.
+
+    Args:
+        config: the architecture (see :data:`MODEL_CONFIGS`).
+        num_classes: classifier outputs; 0 gives the pooled features instead of logits.
+        in_chans: input channels.
+        drop_path_rate: stochastic depth of the last block; it grows linearly from 0 over all blocks.
+        auto_pad: let BRA zero-pad maps to multiples of ``n_win`` (any input size; dense prediction).
+        backend: BRA backend name (``"auto"``, or see ``bralib.ops.BACKENDS``).
+        features_only: build no head; ``forward`` returns the list of the stages' NCHW maps (strides 4, 8,
+            16, 32), described by ``feature_info``.
+    """
+
+    def __init__(
+        self,
+        config: BiFormerConfig,
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_path_rate: float = 0.0,
+        auto_pad: bool = False,
+        backend: str = "auto",
+        features_only: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0: no classifier), got {num_classes}")
+        self.config, self.num_classes, self.features_only = config, num_classes, features_only
+        dims = config.dims
+        self.stem = OverlappedStem(in_chans, dims[0]) if config.stem == "overlapped" else PatchifyStem(in_chans, dims[0])
+        downsample = ConvDownsample if config.downsample == "conv3x3" else PatchMerging
+        rates = torch.linspace(0, drop_path_rate, config.num_blocks).tolist()  # one per block, growing linearly
+        self.stages = nn.ModuleList()
+        for i, (dim, depth) in enumerate(zip(dims, config.depths)):
+            first = sum(config.depths[:i])
+            blocks = [
+                BiFormerBlock(
+                    dim, config.heads[i], config.topks[i], n_win=config.n_wins[i], mlp_ratio=config.mlp_ratio,
+                    drop_path=rates[first + j], pos_conv=config.pos_conv, local_kernel=config.local_kernel,
+                    scale_mode=config.scale_mode, route_from=config.route_from, auto_pad=auto_pad, backend=backend,
+                )  # fmt: skip
+                for j in range(depth)
+            ]
+            self.stages.append(BiFormerStage(downsample(dims[i - 1], dim) if i else None, blocks))
+        self.feature_info = [FeatureInfo(i, dim, 4 * 2**i) for i, dim in enumerate(dims)]
+        if features_only:
+            self.head_norm = self.head = None
+        else:
+            self.head_norm = nn.BatchNorm2d(dims[-1])
+            self.head = nn.Linear(dims[-1], num_classes) if num_classes else nn.Identity()
+        self.apply(_init_weights)
+
+    # ------------------------------------------------------------ forward passes
+
+    def forward_stages(
+        self, x: torch.Tensor, return_routing: bool = False
+    ) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[Routing]]:
+        """(B, in_chans, H, W) -> the four stages' NCHW maps (and, if asked, every BRA block's :class:`Routing`)."""
+        if x.ndim != 4:
+            raise ValueError(f"x must be an image batch (B, C, H, W), got shape {tuple(x.shape)}")
+        x = self.stem(x)
+        maps, routes = [], []
+        for i, stage in enumerate(self.stages):
+            if return_routing:
+                x, indices = stage(x, return_routing=True)
+                map_size = (x.shape[2], x.shape[3])
+                routes += [Routing(i, j, index, self.config.n_wins[i], map_size)
+                           for j, index in enumerate(indices) if index is not None]  # fmt: skip
+            else:
+                x = stage(x)
+            maps.append(x)
+        return (maps, routes) if return_routing else maps
+
+    def forward_features(
+        self, x: torch.Tensor, return_routing: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[Routing]]:
+        """(B, in_chans, H, W) -> (B, C4, H/32, W/32) after the head's BatchNorm (and the routing, if asked)."""
+        if self.head_norm is None:
+            raise RuntimeError("a features_only model has no head norm: call forward() or forward_stages()")
+        if return_routing:
+            maps, routes = self.forward_stages(x, return_routing=True)
+            return self.head_norm(maps[-1]), routes
+        return self.head_norm(self.forward_stages(x)[-1])
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """(B, C4, h, w) features -> (B, num_classes) logits (or the pooled (B, C4) if ``pre_logits``)."""
+        if self.head is None:
+            raise RuntimeError("a features_only model has no classifier head")
+        x = x.mean(dim=(2, 3))  # global average pool
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """(B, in_chans, H, W) -> (B, num_classes); or the list of stage maps for ``features_only``."""
+        if self.features_only:
+            return self.forward_stages(x)
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Truncated-normal (std 0.02) linear weights and zero biases, unit LayerNorms; convs keep PyTorch's default."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def routing_maps(model: BiFormer, x: torch.Tensor) -> list[Routing]:
+    """Every BRA block's routing for input ``x`` (B, in_chans, H, W), in network order, without gradients.
+
+    Example (which regions region 0 of the first block attends to, for image 0)::
+
+        routes = routing_maps(model.eval(), images)
+        r = routes[0]                      # Routing(stage=0, block=0, index=(B, S*S, topk), n_win, map_size)
+        r.index[0, 0]                      # topk region numbers, row-major on an n_win x n_win grid
+    """
+    with torch.no_grad():
+        return model.forward_stages(x, return_routing=True)[1]
+
+
+CONFIG_KEYS = tuple(f.name for f in fields(BiFormerConfig) if f.name != "note")

@@ -1,0 +1,167 @@
+"""How ``backend="auto"`` chooses: from timings measured by ``bralib bench`` and stored in ``measured.json``.
+
+No backend wins everywhere: the best one depends on the device, the dtype, the shape (tokens per region,
+how many regions are routed, how many tokens in all) and on whether a backward is needed. ``auto`` finds
+the measured shape nearest to the request on the same device (same dtype if measured, else the nearest
+dtype that was), drops the backends that cannot run the request (wrong device or dtype, no backward
+where one is needed, compiled-only outside ``torch.compile``) and takes the fastest of the rest.
+:func:`explain_choice` returns the whole reasoning; ``bralib.ops.explain_backend`` prints it.
+
+``measured.json`` holds "runs" (one per ``bralib bench --update-auto`` or transcription), each with its
+device, dtype, machine and a list of shapes with ``forward_ms`` and ``train_ms`` (forward + backward)
+per backend. Missing or unmeasured devices fall back to a fixed rule, stated in the explanation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+MEASURED_PATH = Path(__file__).with_name("measured.json")
+FALLBACK = "sdpa"  # runs on every device and dtype, fused attention where the device has it
+
+
+def load_measured(path: Path | str | None = None) -> list[dict]:
+    """The stored runs, [] when the file is missing (a fresh checkout before any bench)."""
+    path = MEASURED_PATH if path is None else Path(path)
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    if data.get("schema") != 1 or not isinstance(data.get("runs"), list):
+        raise ValueError(f"{path} is not a bralib measured-backends file (schema 1 with a 'runs' list)")
+    return data["runs"]
+
+
+_RUNS: list[dict] = load_measured()
+
+
+@dataclass
+class BackendChoice:
+    """What ``"auto"`` picked for a request, and why."""
+
+    backend: str
+    request: str
+    reasons: list[str] = field(default_factory=list)
+    measured_ms: dict[str, float] = field(default_factory=dict)  # the nearest measured shape, this request's mode
+    excluded: dict[str, str] = field(default_factory=dict)  # backend -> why it cannot run this request
+
+    def __str__(self) -> str:
+        lines = [f"auto -> {self.backend!r} for {self.request}"]
+        lines += [f"  {reason}" for reason in self.reasons]
+        if self.measured_ms:
+            ranked = sorted(self.measured_ms.items(), key=lambda item: item[1])
+            lines.append("  measured ms: " + ", ".join(f"{name} {ms:.3g}" for name, ms in ranked))
+        lines += [f"  excluded {name}: {why}" for name, why in self.excluded.items()]
+        return "\n".join(lines)
+
+
+def shape_distance(record: dict, tokens_per_region: int, topk: int, tokens: int) -> float:
+    """How far a measured shape is from the request: log-distance in region size, routed regions, tokens."""
+    return (
+        abs(math.log2(record["tokens_per_region"] / tokens_per_region))
+        + abs(math.log2(record["topk"] / topk))
+        + abs(math.log2(record["tokens"] / tokens))
+    )
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def explain_choice(
+    q: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    n_win: int,
+    topk: int,
+    needs_grad: bool,
+    runs: list[dict] | None = None,
+    compiling: bool | None = None,
+) -> BackendChoice:
+    """The backend ``"auto"`` picks for q: (B, H, W, Cqk), v: (B, H, W, Cv), with the reasons."""
+    from bralib.ops.backends import BACKENDS
+
+    runs = _RUNS if runs is None else runs
+    compiling = torch.compiler.is_compiling() if compiling is None else compiling
+    device, dtype = q.device.type, q.dtype
+    tokens = q.shape[1] * q.shape[2]
+    tokens_per_region = max(tokens // (n_win * n_win), 1)
+    mode = "train_ms" if needs_grad else "forward_ms"
+    request = (
+        f"{device} {_dtype_name(dtype)}, {q.shape[1]}x{q.shape[2]} tokens in {tokens_per_region}-token regions, "
+        f"topk={topk} of {n_win * n_win}, {'forward+backward' if needs_grad else 'forward only'}"
+    )
+    choice = BackendChoice(backend=FALLBACK, request=request)
+    for name, backend in BACKENDS.items():
+        problem = backend.problem(device, dtype, needs_grad)
+        if problem is None and backend.needs_compile and not compiling:
+            problem = "compiles on first use (seconds per shape); auto uses it only inside torch.compile"
+        if problem is not None:
+            choice.excluded[name] = problem
+    runnable = [name for name in BACKENDS if name not in choice.excluded and name != "reference"]
+    if not runnable:
+        raise ValueError(f"no BRA backend can run {request}: " + "; ".join(f"{n} {w}" for n, w in choice.excluded.items()))
+
+    candidates = [(run, shape) for run in runs if run.get("device") == device for shape in run.get("shapes", [])]
+    if candidates:
+        dtypes = {run["dtype"] for run, _ in candidates}
+        wanted = _dtype_name(dtype)
+        if wanted not in dtypes:
+            # bf16/fp16 behave alike; float64 and unknowns are closest to float32.
+            order = {"bfloat16": ["float16", "float32"], "float16": ["bfloat16", "float32"]}.get(wanted, ["float32"])
+            wanted = next((d for d in order if d in dtypes), sorted(dtypes)[0])
+            choice.reasons.append(f"no {_dtype_name(dtype)} measurements on {device}: using the {wanted} ones")
+        candidates = [(run, shape) for run, shape in candidates if run["dtype"] == wanted]
+        timed = [(r, s) for r, s in candidates if any(n in runnable for n in (s.get(mode) or {}))]
+        candidates = timed or candidates
+    if not candidates:
+        choice.reasons.append(f"no measurements for {device} in measured.json: falling back to {FALLBACK!r}")
+        choice.backend = FALLBACK if FALLBACK in runnable else runnable[0]
+        return choice
+
+    run, shape = min(candidates, key=lambda rs: shape_distance(rs[1], tokens_per_region, topk, tokens))
+    measured = {n: ms for n, ms in (shape.get(mode) or {}).items() if ms is not None}
+    choice.measured_ms = measured
+    choice.reasons.append(
+        f"nearest measured shape: {shape.get('label', '?')} ({shape['height']}x{shape['width']} tokens, "
+        f"{shape['tokens_per_region']}-token regions, topk={shape['topk']}, B={shape['batch']}), "
+        f"{run.get('source', 'unknown source')}"
+    )
+    usable = {n: ms for n, ms in measured.items() if n in runnable}
+    if not usable:
+        choice.backend = FALLBACK if FALLBACK in runnable else runnable[0]
+        choice.reasons.append(f"no runnable backend was timed there: falling back to {choice.backend!r}")
+        return choice
+    choice.backend = min(usable, key=usable.get)
+    choice.reasons.append(f"fastest runnable backend there ({'forward+backward' if needs_grad else 'forward'})")
+    return choice
+
+
+def explain_backend(
+    q: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    n_win: int,
+    topk: int,
+    needs_grad: bool | None = None,
+    verbose: bool = True,
+) -> BackendChoice:
+    """Say which backend ``bra(..., backend="auto")`` picks for q: (B, H, W, Cqk), v: (B, H, W, Cv), and why.
+
+    ``needs_grad`` defaults to what ``bra`` would see: grad mode on and q or v requiring grad. Prints the
+    explanation when ``verbose`` and returns it (``.backend`` is the name).
+    """
+    from bralib.ops.validate import check_positive_int, check_topk
+
+    check_positive_int("n_win", n_win)
+    check_topk(topk, n_win)
+    if needs_grad is None:
+        needs_grad = torch.is_grad_enabled() and (q.requires_grad or v.requires_grad)
+    choice = explain_choice(q, v, n_win=n_win, topk=topk, needs_grad=needs_grad)
+    if verbose:
+        print(choice)
+    return choice

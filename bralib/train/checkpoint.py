@@ -1,0 +1,116 @@
+"""Checkpoints that resume exactly: written atomically, read with ``weights_only=True``.
+
+A checkpoint holds everything the next step depends on: model, EMA, optimizer, schedule, grad
+scaler, the step, the RNG states of python / numpy / torch (and CUDA) of every rank, and the data
+position (epoch and samples already read). It is written to ``<name>.tmp`` and renamed over the
+old file with ``os.replace``: a process killed mid-write leaves the previous checkpoint intact.
+
+Only plain types and tensors go in (numpy state as lists), so ``torch.load(weights_only=True)``
+reads it without allowing arbitrary pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT = "bralib.train.checkpoint/1"
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random-number generator states, as weights-only-loadable values."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"key": np_state[1].tolist(), "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                  "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }  # fmt: skip
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    key = np.array(np_state["key"], dtype=np.uint32)
+    np.random.set_state(("MT19937", key, np_state["pos"], np_state["has_gauss"], np_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically (temporary file, flush to disk, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, **payload}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` onto the CPU, weights only."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{str(path)!r} is not a bralib training checkpoint (format {FORMAT!r}); found {found!r}")
+    return payload
+
+
+def state_differences(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """What stops ``state`` from loading into ``model``: missing and unexpected keys, shape mismatches."""
+    own = model.state_dict()
+    lines = [f"missing in checkpoint: {k} {tuple(own[k].shape)}" for k in own if k not in state]
+    lines += [f"not in this model: {k} {tuple(v.shape)}" for k, v in state.items() if k not in own]
+    lines += [
+        f"shape of {k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    return lines
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+    """``model.load_state_dict(state)`` with an error that lists what differs (at most 12 lines)."""
+    problems = state_differences(model, state)
+    if problems:
+        shown = "\n  ".join(problems[:12]) + (f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else "")
+        raise ValueError(f"{source} does not fit this model ({len(problems)} differences):\n  {shown}")
+    model.load_state_dict(state)
+
+
+def export_weights(source: str | Path, target: str | Path, *, ema: bool = True) -> dict[str, Any]:
+    """Write a small, inference-only copy of a training checkpoint: config, one set of weights, metrics.
+
+    Drops the optimizer state, RNG states and the second set of weights (about 3/4 of the file);
+    keeps the EMA weights when there are any and ``ema`` is True. The result loads with
+    ``bralib.train.load_trained_model`` but cannot resume training.
+    """
+    payload = load_checkpoint(source)
+    use_ema = ema and payload.get("ema") is not None
+    slim = {
+        "config": payload["config"],
+        "num_classes": payload["num_classes"],
+        "model": payload["ema"]["module"] if use_ema else payload["model"],
+        "ema": None,
+        "weights": "ema" if use_ema else "model",
+        "step": payload["step"],
+        "metrics": payload.get("metrics", {}),
+    }
+    save_checkpoint(target, slim)
+    return slim

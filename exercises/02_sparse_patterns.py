@@ -1,0 +1,37 @@
+"""Exercises for chapter 2, "A zoo of sparse attention patterns".
+
+Every mask is an (N, N) bool tensor over the tokens of a height x width grid, numbered row-major
+(token n is at row n // width, column n % width); mask[i, j] is True when query i may attend to key j.
+Check your functions from the chapter's notebook or a terminal:
+
+    bralib exercise check --chapter 2
+"""
+
+import torch
+
+
+def window_mask(height: int, width: int, window: int) -> torch.Tensor:
+    """Non-overlapping window attention (Swin): a token sees the tokens of its own window x window window.
+
+    height and width are multiples of window. Returns an (N, N) bool tensor, N = height * width.
+    """
+    raise NotImplementedError("fill in window_mask")
+
+
+def neighbourhood_mask(height: int, width: int, window: int) -> torch.Tensor:
+    """Sliding-window attention: a token sees the window x window tokens around it.
+
+    The window (odd size, at most min(height, width)) is centred on the query token; near a border it is slid
+    inwards until it fits in the grid, so every query sees exactly window**2 keys. Returns (N, N) bool.
+    """
+    raise NotImplementedError("fill in neighbourhood_mask")
+
+
+def routed_token_mask(index: torch.Tensor, height: int, width: int, n_win: int) -> torch.Tensor:
+    """The token mask of bi-level routing.
+
+    index: (B, n_win**2, topk) long, index[b, r] are the regions that region r routes to. The grid is cut into
+    n_win x n_win regions numbered row-major. Token i may attend to token j when the region of j is among
+    the regions routed from the region of i. Returns (B, N, N) bool.
+    """
+    raise NotImplementedError("fill in routed_token_mask")
