@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "exercise": ("bralib.exercises.cli", "check your answers to the book's exercises"),
     "train": ("bralib.train.cli", "train a model: CPU, one GPU, or many processes under torchrun"),
     "eval": ("bralib.train.eval_cli", "top-1 / top-5 of a training checkpoint (model and EMA weights)"),
+    "bench": ("bralib.bench.cli", "time the BRA backends on BiFormer's stage shapes (and a whole model)"),
 }
 
 

@@ -50,7 +50,6 @@
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
 

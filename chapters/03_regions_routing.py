@@ -45,7 +45,6 @@
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -62,6 +61,7 @@ torch.manual_seed(0)
 # and flattening gives (B, S², hw, C): region $r = iS + j$ (row-major), and inside each region its $hw$
 # tokens, row-major too. A `reshape` alone cannot do it (it never reorders memory): the `permute` is the
 # step that gathers each region's tokens.
+
 
 # %%
 def patchify(x, n_win):
@@ -154,7 +154,7 @@ torch.testing.assert_close(region_means(projection(x), n_win), projection(region
 topk = 4
 adjacency = (q_region * C**-0.5) @ k_region.transpose(-1, -2)  # (B, S^2, S^2)
 index = torch.topk(adjacency, k=topk, dim=-1).indices  # (B, S^2, k)
-print("region 0 routes to", index[0, 0].tolist(), "with scores", adjacency[0, 0, index[0, 0]].round(decimals=3).tolist())
+print("region 0 routes to", index[0, 0].tolist(), "with scores", [f"{s:.3f}" for s in adjacency[0, 0, index[0, 0]]])
 
 # %%
 logits, lib_index = route_regions(q, k, n_win=n_win, topk=topk)
@@ -183,6 +183,7 @@ assert torch.equal(route_regions(q, k, n_win=n_win, topk=topk, scale=10.0)[1], i
 # product of two pixels is their cosine similarity, and a region scores high against the regions that look
 # like it. We use the same features as queries and keys.
 
+
 # %%
 def colour_texture_features(picture):
     """(H, W, 3) floats in [0, 1] -> (1, H, W, 5) unit vectors: chromaticity, brightness, gradient magnitude."""
@@ -209,7 +210,7 @@ print("routing index", tuple(index.shape))
 # region with a dashed yellow outline, its routed regions in cyan with their rank, the rest shaded.
 
 # %%
-query_regions = {"flag": 7, "face": 17, "suit": 36, "helmet": 40}
+query_regions = {"flag": 7, "face": 10, "suit": 36, "helmet": 40}
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
 for ax, (name, r) in zip(axes, query_regions.items(), strict=True):
     draw_routing(image, index[0], 7, r, ax, title=f"{name}: region {r} -> {index[0, r].tolist()}")
@@ -217,10 +218,25 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The routed regions resemble their query region: a region of the flag looks at other parts of the flag,
-# the face at the face and hair, the orange suit at the suit, the black helmet at the other dark regions.
-# Nothing told the routing about objects; similar features were enough, and in a trained network the
-# features are learned so that the regions worth attending to score high.
+# The routed regions resemble their query region: a region of the flag looks at the other flag region and
+# at the bright wall, the face at the face and the hair, the orange suit at the suit, the black helmet at
+# the other dark regions. Nothing told the routing about objects; similar features were enough. In a
+# trained network the features are learned, so that the regions worth attending to score high.
+#
+# Not every region behaves so well, and the exception teaches something about dot products. Region 17
+# (chin, mouth and the top of the collar) routes to the plain grey wall, not to the face. Its pixels point
+# in several directions, so their mean is a short vector; the dot product $\bar q_{17} \cdot \bar k_j =
+# |\bar q_{17}|\,|\bar k_j| \cos\theta$ then favours keys with a *long* mean, i.e. uniform regions, over the
+# face's equally mixed regions. A dot product is not a similarity: it also rewards length.
+
+# %%
+region_feature = region_means(features, 7)[0]  # (49, 5)
+lengths = region_feature.norm(dim=-1)
+print("region 17 ->", index[0, 17].tolist(), f"  mean lengths: region 17 {lengths[17]:.2f}, "
+      f"its picks {[f'{lengths[j]:.2f}' for j in index[0, 17]]}, the face's region 10 {lengths[10]:.2f}")  # fmt: skip
+assert 17 not in index[0, 17] and (lengths[index[0, 17]] > lengths[17]).all()
+
+# %% [markdown]
 #
 # A look at the full adjacency shows the structure behind these choices: rows are query regions, columns
 # key regions, and blocks of similar regions light up together.
@@ -251,7 +267,7 @@ print(f"{int(routed.diagonal().sum())} of 49 regions route to themselves; "
 # on the astronaut's face marked by the star; the rows change $S$, the columns change $k$.
 
 # %%
-point = (40, 60)  # (row, column) of the query pixel in the 112 x 112 picture, on the face
+point = (26, 54)  # (row, column) of the query pixel in the 112 x 112 picture, on the face
 sizes, ks = (4, 7, 14), (1, 4, 8)
 fig, axes = plt.subplots(len(sizes), len(ks), figsize=(9.5, 9.8))
 covered = {}
@@ -267,11 +283,12 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# What to see: with large regions (S = 4) one region already covers the whole face and more; k = 8 of them
-# is half the picture. With small regions (S = 14) the choice is fine-grained: the face's regions are picked
-# one by one, scattered over the picture wherever the colour matches. More regions per side make the
-# routing more selective, at the price of a bigger graph ($S^4$ adjacency entries) and smaller, less
-# informative region means. BiFormer's choice, S = 7 with k = 1, 4, 16 in its first three stages, keeps
+# What to see: with large regions (S = 4) one region already holds the whole face and the hair, and k = 8
+# of them is half the picture. With S = 7 the face's region first picks the hair above it, then the rest of
+# the face, then the bright shuttle. With small regions (S = 14) the choice is fine-grained: the first pick
+# is the neighbouring patch of skin (not even the query's own region), then come far-away patches of similar
+# colour on the shuttle. More regions per side make the routing more selective, at the price of a bigger
+# graph ($S^4$ adjacency entries) and smaller, noisier region means. BiFormer's choice, S = 7 with k = 1, 4, 16 in its first three stages, keeps
 # 64 tokens per query (Table 7 of the paper).
 #
 # Whatever S, raising k only adds regions: the routed set for k = 4 is inside the one for k = 8.

@@ -47,7 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, data and layouts (default: 0)")
     parser.add_argument("--num-workers", type=int, default=1, help="data-loading processes (default: 1)")
     parser.add_argument("--runs", default="runs/bra_vs_local", help="where the two training runs go")
-    parser.add_argument("--result", default=str(RESULT), help=f"output JSON (default: {RESULT.relative_to(HERE.parent)})")
+    parser.add_argument(
+        "--result", default=str(RESULT), help=f"output JSON (default: {RESULT.relative_to(HERE.parent)})"
+    )
     parser.add_argument("--checkpoint", default=str(CHECKPOINT), help="where the BRA model's weights go")
     return parser.parse_args(argv)
 

@@ -270,6 +270,9 @@ def test_jupyterlab_opens_the_built_pair(tmp_path, book):
     manager = TextFileContentsManager(root_dir=str(tmp_path))
     model = manager.get(chapter.notebook.name)  # raises if jupytext finds the pair inconsistent
     assert model["type"] == "notebook"
+    # Saving it unchanged leaves the chapter's source byte for byte as it was (no version stamps added).
+    manager.save(model, chapter.notebook.name)
+    assert (tmp_path / chapter.source.name).read_text() == chapter.source.read_text()
     # The .py is the source of truth: an edit to it shows in the notebook JupyterLab opens.
     source = tmp_path / chapter.source.name
     source.write_text(source.read_text() + "\n# %%\nedited_in_the_py = True\n")

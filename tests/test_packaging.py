@@ -109,11 +109,15 @@ def test_ci_run_is_executable_and_has_a_place_for_system_packages():
 
 
 def test_ci_run_runs_the_readme_command_step_by_step_with_timings(tmp_path):
-    done = _ci(_fake_repo(tmp_path, 'export GREETING=hi && echo "said $GREETING" && true'))
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "test_one.py").write_text("def test_one():\n    assert True\n")
+    pytest_step = "python -m pytest -q -p no:cacheprovider --rootdir t t"
+    done = _ci(_fake_repo(tmp_path, f'export GREETING=hi && echo "said $GREETING" && {pytest_step}'))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "said hi" in done.stdout  # steps share one shell, as `. .venv/bin/activate` needs
     assert re.search(r"\d+s  rc=0 +echo \"said \$GREETING\"", done.stdout), done.stdout
     assert "all steps passed" in done.stdout
+    assert done.stdout.rstrip().splitlines()[-1] == "pytest: 1 passed, 0 failed, 0 skipped"  # the closing line
 
 
 def test_ci_run_stops_at_a_failing_step(tmp_path):
@@ -163,8 +167,8 @@ def test_the_wheel_carries_the_package_and_works_outside_the_repository(tmp_path
     subprocess.run([*build, str(source)], check=True, capture_output=True, text=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("bralib-*.whl")
     in_wheel = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("bralib/")}
-    missing = {f for f in _package_files(source) if f.endswith(".py")} - in_wheel
-    assert not missing, f"the wheel lacks package files: {sorted(missing)}"
+    missing = _package_files(source) - in_wheel
+    assert not missing, f"the wheel lacks package files (add data files to package-data): {sorted(missing)}"
 
     # A second environment that sees this one's packages (torch, pip) through a .pth file, but not the editable bralib:
     # .pth files inside a folder named by another .pth are not processed, so the editable finder stays out.

@@ -203,6 +203,9 @@ def _table(data: dict[str, Any], name: str, locate: _Locator) -> dict[str, Any]:
 
 def _chapter(entry: dict[str, Any], index: int, locate: _Locator, root: Path) -> Chapter:
     line = locate.chapter_line(index)
+    if not isinstance(entry, dict):
+        message = f"chapter #{index + 1} must be a [[chapter]] table, got {entry!r}"
+        raise ManifestError(locate.table_error(line, message))
     label = f"[[chapter]] #{index + 1}" + (f" ({entry['file']})" if isinstance(entry.get("file"), str) else "")
     _check_keys(entry, CHAPTER_KEYS, label, locate, line)
     if not CHAPTER_FILE.match(entry["file"]):

@@ -21,6 +21,7 @@ KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "nam
 TOC_START = "<!-- toc:start: generated from book.toml by `bralib book toc --write`; do not edit by hand -->"
 TOC_END = "<!-- toc:end -->"
 NBVAL_ARGS = ("--nbval-lax", "--nbval-current-env")
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 # ---------------------------------------------------------------- building
@@ -122,7 +123,7 @@ def check(
 
 def failure_summary(result: ChapterResult, max_lines: int = 40) -> str:
     """The end of pytest's output for a chapter that did not pass: names the failing cells."""
-    lines = result.output.rstrip().splitlines()
+    lines = ANSI_ESCAPE.sub("", result.output).rstrip().splitlines()  # nbval and IPython colour their tracebacks
     failed_cells = sorted(set(re.findall(r"::(Cell \d+)", "\n".join(line for line in lines if "FAILED" in line))))
     head = f"--- {result.chapter.stem}: {result.status}"
     if failed_cells:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-RELATIONS = {"same": 2, "sum-mod-10": 10}
+RELATIONS = {"partner": 10, "same": 2, "sum-mod-10": 10}
 SPLITS = ("train", "val")
 DEFAULT_SIZES = {"train": 3072, "val": 1024}
 # Tints of the distractor digits: saturated colours, never white.
@@ -49,6 +49,7 @@ class Digit:
     digit: int
     source: int
     tint: tuple[float, float, float]
+    framed: bool = False  # a white square outline around it (the cue of the "partner" relation)
 
     @property
     def center(self) -> tuple[float, float]:
@@ -59,7 +60,7 @@ class Digit:
 class Layout:
     """Everything drawn on one canvas, and its label."""
 
-    keys: tuple[Digit, Digit]
+    keys: tuple[Digit, Digit]  # the two digits the label relates (for "partner": the cue, then its partner)
     distractors: tuple[Digit, ...]
     strokes: tuple[tuple[float, float, float, float, float], ...]  # (y0, x0, y1, x1, brightness)
     label: int
@@ -125,6 +126,14 @@ def _draw_line(canvas: np.ndarray, y0: float, x0: float, y1: float, x1: float, c
     canvas[:, ys, xs] = np.maximum(canvas[:, ys, xs], color[:, None])
 
 
+def _draw_frame(canvas: np.ndarray, top: int, left: int, size: int) -> None:
+    """A white 1-pixel square outline, clipped to the canvas."""
+    last = canvas.shape[1] - 1
+    t, l, b, r = max(top, 0), max(left, 0), min(top + size - 1, last), min(left + size - 1, last)
+    canvas[:, t, l : r + 1] = canvas[:, b, l : r + 1] = 1.0
+    canvas[:, t : b + 1, l] = canvas[:, t : b + 1, r] = 1.0
+
+
 class DigitsPairs(torch.utils.data.Dataset):
     """The digits-pairs task (see the module docstring): index -> (image (3, canvas, canvas) in [0, 1], label).
 
@@ -145,7 +154,7 @@ class DigitsPairs(torch.utils.data.Dataset):
         size: int | None = None,
         *,
         seed: int = 0,
-        relation: str = "same",
+        relation: str = "partner",
         canvas: int = 64,
         distractors: int = 2,
         strokes: int = 3,
@@ -168,49 +177,63 @@ class DigitsPairs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.size
 
-    def _rng(self, index: int) -> np.random.Generator:
+    def _rng(self, index: int, variant: int, stream: int) -> np.random.Generator:
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for a dataset of {self.size} images")
-        return np.random.default_rng([self.seed, SPLITS.index(self.split), index])
+        return np.random.default_rng([self.seed, SPLITS.index(self.split), index, variant, stream])
 
-    def _key_digits(self, rng: np.random.Generator) -> tuple[int, int, int]:
-        """Two source images and the label."""
+    def _key_digits(self, rng: np.random.Generator) -> tuple[list[int], int]:
+        """Source images of the two key digits and the label."""
         if self.relation == "same":
             same = bool(rng.random() < 0.5)
             first = int(rng.integers(10))
             second = first if same else int((first + rng.integers(1, 10)) % 10)
             a = int(rng.choice(self.by_digit[first]))
             pool = self.by_digit[second][self.by_digit[second] != a]  # never the same drawing twice
-            return a, int(rng.choice(pool)), int(same)
+            return [a, int(rng.choice(pool))], int(same)
         a, b = (int(i) for i in rng.integers(len(self.images), size=2))
-        return a, b, int((self.digit_labels[a] + self.digit_labels[b]) % 10)
+        if self.relation == "partner":
+            return [a, b], int(self.digit_labels[b])
+        return [a, b], int((self.digit_labels[a] + self.digit_labels[b]) % 10)
 
-    def layout(self, index: int) -> Layout:
-        """Where everything goes on image ``index`` and its label (what ``__getitem__`` draws)."""
-        rng = self._rng(index)
-        source_a, source_b, label = self._key_digits(rng)
+    def _far_apart(self, rng: np.random.Generator, count: int, span: int) -> np.ndarray:
+        """(count, 2) top-left corners whose pairwise distances are all >= min_distance (rejection sampling)."""
+        while True:
+            corners = rng.integers(0, span + 1, size=(count, 2))
+            distances = np.hypot(*(corners[:, None] - corners[None]).transpose(2, 0, 1))
+            if distances[np.triu_indices(count, 1)].min() >= self.min_distance:
+                return corners
+
+    def layout(self, index: int, variant: int = 0) -> Layout:
+        """Where everything goes on image ``index`` and its label (what ``__getitem__`` draws).
+
+        ``variant`` draws another image for the same index (the training loader passes one per epoch).
+        """
+        rng = self._rng(index, variant, 0)
+        sources, label = self._key_digits(rng)
         side = self.images.shape[-1]
         span = self.canvas - side
-        while True:  # two far-apart key positions (about a third of the draws succeed)
-            (t0, l0), (t1, l1) = rng.integers(0, span + 1, size=(2, 2))
-            if np.hypot(t0 - t1, l0 - l1) >= self.min_distance:
-                break
-        white = (1.0, 1.0, 1.0)
-        keys = (
-            Digit(int(t0), int(l0), side, int(self.digit_labels[source_a]), source_a, white),
-            Digit(int(t1), int(l1), side, int(self.digit_labels[source_b]), source_b, white),
-        )
+        corners = self._far_apart(rng, len(sources), span)
+        tint_order = rng.permutation(len(TINTS))  # "partner": keys share the first tint, distractors differ
+        key_tint = tuple(float(c) for c in TINTS[tint_order[0]]) if self.relation == "partner" else (1.0, 1.0, 1.0)
+        keys = tuple(
+            Digit(int(top), int(left), side, int(self.digit_labels[source]), source, key_tint,
+                  framed=self.relation == "partner" and i == 0)
+            for i, ((top, left), source) in enumerate(zip(corners, sources, strict=True))
+        )  # fmt: skip
         placed = [(d.top, d.left, side) for d in keys]
         distractors = []
-        for _ in range(self.n_distractors):
+        for i in range(self.n_distractors):
             for _attempt in range(50):  # a free spot; a crowded canvas may hold fewer distractors
                 top, left = (int(v) for v in rng.integers(0, span + 1, size=2))
-                if not _overlaps(top, left, side, placed, gap=1):
+                if not _overlaps(top, left, side, placed, gap=2):
                     break
             else:
                 continue
             source = int(rng.integers(len(self.images)))
-            tint = tuple(float(c) for c in TINTS[rng.integers(len(TINTS))])
+            partner = self.relation == "partner"
+            tint_index = tint_order[1 + i % (len(TINTS) - 1)] if partner else rng.integers(len(TINTS))
+            tint = tuple(float(c) for c in TINTS[tint_index])
             distractors.append(Digit(top, left, side, int(self.digit_labels[source]), source, tint))
             placed.append((top, left, side))
         strokes = tuple(
@@ -219,22 +242,27 @@ class DigitsPairs(torch.utils.data.Dataset):
         )
         return Layout(keys, tuple(distractors), strokes, label)
 
-    def render(self, layout: Layout, index: int) -> np.ndarray:
+    def render(self, layout: Layout, index: int, variant: int = 0) -> np.ndarray:
         """(3, canvas, canvas) float32 in [0, 1]."""
-        rng = np.random.default_rng([self.seed, SPLITS.index(self.split), index, 1])
+        rng = self._rng(index, variant, 1)
         image = np.abs(rng.normal(0.0, 0.04, size=(3, self.canvas, self.canvas))).astype(np.float32)
-        for y0, x0, y1, x1, brightness in layout.strokes:
-            color = brightness * TINTS[rng.integers(len(TINTS))] if rng.random() < 0.5 else np.full(3, brightness)
-            _draw_line(image, y0, x0, y1, x1, color.astype(np.float32))
+        for y0, x0, y1, x1, brightness in layout.strokes:  # grey: colour is how digits are told apart
+            _draw_line(image, y0, x0, y1, x1, np.full(3, brightness, dtype=np.float32))
         for digit in (*layout.keys, *layout.distractors):
             patch = self.images[digit.source][None] * np.asarray(digit.tint, dtype=np.float32)[:, None, None]
             window = image[:, digit.top : digit.top + digit.size, digit.left : digit.left + digit.size]
             np.maximum(window, patch, out=window)
+            if digit.framed:
+                _draw_frame(image, digit.top - 1, digit.left - 1, digit.size + 2)
         return np.clip(image, 0.0, 1.0)
 
+    def sample(self, index: int, variant: int = 0) -> tuple[torch.Tensor, int]:
+        """Image ``index`` in its ``variant`` (0 is what ``dataset[index]`` returns) and its label."""
+        layout = self.layout(index, variant)
+        return torch.from_numpy(self.render(layout, index, variant)), layout.label
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        layout = self.layout(index)
-        return torch.from_numpy(self.render(layout, index)), layout.label
+        return self.sample(index)
 
     def __repr__(self) -> str:
         return (

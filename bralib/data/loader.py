@@ -16,17 +16,22 @@ BUILTIN = ("digits-pairs",)
 
 
 class SeededTransform(torch.utils.data.Dataset):
-    """Item ``(index, seed)``: image ``index`` of ``base`` through ``transform``, its generator seeded by ``seed``."""
+    """Item ``(index, seed)``: image ``index`` of ``base`` through ``transform``, its generator seeded by ``seed``.
 
-    def __init__(self, base: torch.utils.data.Dataset, transform: T.Transform):
-        self.base, self.transform = base, transform
+    With ``fresh_samples`` the base dataset must have ``sample(index, variant)``: the seed also picks
+    the variant, so a generated dataset draws new images every epoch (the sampler's seed depends on
+    the epoch) and stays deterministic.
+    """
+
+    def __init__(self, base: torch.utils.data.Dataset, transform: T.Transform, fresh_samples: bool = False):
+        self.base, self.transform, self.fresh_samples = base, transform, fresh_samples
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, seed = item if isinstance(item, tuple) else (item, index_seed(item))
-        image, label = self.base[index]
+        image, label = self.base.sample(index, seed) if self.fresh_samples else self.base[index]
         return self.transform(image, torch.Generator().manual_seed(seed)), label
 
 
@@ -51,15 +56,17 @@ def build_datasets(
     train_size: int | None = None,
     val_size: int | None = None,
     seed: int = 0,
-    relation: str = "same",
+    relation: str = "partner",
     randaugment_ops: int = 2,
     randaugment_magnitude: float = 9.0,
     random_erasing: float = 0.0,
 ) -> DataSpec:
     """``data`` is ``"digits-pairs"`` or a directory with ``train/`` and ``val/`` ImageFolder trees.
 
-    digits-pairs images are 64x64 and get only a horizontal flip: random crops would cut the digits
-    the label is about (both digits flip together, so the relation holds). Image folders get the
+    digits-pairs images are 64x64. Training draws new layouts every epoch (same source digits, new
+    positions, distractors and strokes: ``train_size`` images per epoch, never the same twice), plus a
+    horizontal flip; random crops would cut away the digits the label is about. Validation images are
+    fixed. Image folders get the
     ImageNet recipe: random-resized crop + flip + RandAugment (+ random erasing) for training, resize + centre crop for
     evaluation.
     """
@@ -72,7 +79,7 @@ def build_datasets(
         train = DigitsPairs("train", train_size, seed=seed, relation=relation)
         val = DigitsPairs("val", val_size, seed=seed, relation=relation)
         return DataSpec(
-            SeededTransform(train, T.Compose([T.RandomHorizontalFlip(), normalize])),
+            SeededTransform(train, T.Compose([T.RandomHorizontalFlip(), normalize]), fresh_samples=True),
             SeededTransform(val, normalize),
             train.num_classes,
             64,

@@ -14,7 +14,10 @@ from bralib.exercises import Case, exercise
 def _lr_at_step():
     from bralib.train.optim import warmup_cosine
 
-    hint = "warm-up: warmup_lr + (lr - warmup_lr) * step / warmup_steps; then min_lr + (lr - min_lr) * (1 + cos(pi * t)) / 2"
+    hint = (
+        "warm-up: warmup_lr + (lr - warmup_lr) * step / warmup_steps; "
+        "then min_lr + (lr - min_lr) * (1 + cos(pi * t)) / 2"
+    )
     schedule = dict(total_steps=110, warmup_steps=10, lr=1e-3, min_lr=1e-5, warmup_lr=1e-6)
     for step, what in [(0, "the first step"), (4, "mid warm-up"), (10, "the peak"), (60, "mid cosine"),
                        (109, "the last step")]:  # fmt: skip

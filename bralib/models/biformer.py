@@ -76,7 +76,8 @@ class BiFormerConfig:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries but dims has {n}: one per stage")
         if isinstance(self.n_win, tuple) and len(self.n_win) != n:
             raise ValueError(f"n_win has {len(self.n_win)} entries but dims has {n}: give one int or one per stage")
-        for stage, (dim, heads, topk, n_win) in enumerate(zip(self.dims, self.heads, self.topks, self.n_wins)):
+        per_stage = zip(self.dims, self.heads, self.topks, self.n_wins, strict=True)
+        for stage, (dim, heads, topk, n_win) in enumerate(per_stage):
             if dim <= 0 or heads <= 0 or dim % heads:
                 raise ValueError(f"stage {stage}: heads={heads} must be positive and divide dims={dim}")
             if topk is not None and not 1 <= topk <= n_win * n_win:
@@ -348,11 +349,12 @@ class BiFormer(nn.Module):
             raise ValueError(f"num_classes must be >= 0 (0: no classifier), got {num_classes}")
         self.config, self.num_classes, self.features_only = config, num_classes, features_only
         dims = config.dims
-        self.stem = OverlappedStem(in_chans, dims[0]) if config.stem == "overlapped" else PatchifyStem(in_chans, dims[0])
+        stem = OverlappedStem if config.stem == "overlapped" else PatchifyStem
+        self.stem = stem(in_chans, dims[0])
         downsample = ConvDownsample if config.downsample == "conv3x3" else PatchMerging
         rates = torch.linspace(0, drop_path_rate, config.num_blocks).tolist()  # one per block, growing linearly
         self.stages = nn.ModuleList()
-        for i, (dim, depth) in enumerate(zip(dims, config.depths)):
+        for i, (dim, depth) in enumerate(zip(dims, config.depths, strict=True)):
             first = sum(config.depths[:i])
             blocks = [
                 BiFormerBlock(

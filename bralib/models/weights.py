@@ -179,7 +179,8 @@ def load_official_weights(model: BiFormer, source: str | os.PathLike | Mapping) 
             )
     if problems:
         name = type(model).__name__
-        raise OfficialWeightsError(f"the checkpoint does not fit this {name} ({_describe(model)}):\n" + "\n".join(problems))
+        header = f"the checkpoint does not fit this {name} ({_describe(model)}):"
+        raise OfficialWeightsError("\n".join([header, *problems]))
     model.load_state_dict({ours: value for ours, (_, value) in mapped.items()}, strict=True)
     return model
 

@@ -42,7 +42,9 @@ class TrainConfig:
     # data
     data: str = _field("digits-pairs", "'digits-pairs' or a directory holding train/ and val/ ImageFolder trees")
     relation: str = _field(
-        "same", "digits-pairs label: 'same' (2 classes) or 'sum-mod-10' (10 classes)", choices=("same", "sum-mod-10")
+        "partner",
+        "digits-pairs label: 'partner' (10 classes: the digit the framed one points to), 'same' (2), 'sum-mod-10' (10)",
+        choices=("partner", "same", "sum-mod-10"),
     )
     image_size: int | None = _field(None, "input side in pixels (default: 64 for digits-pairs, 224 for folders)")
     train_size: int | None = _field(None, "number of training images (default: digits-pairs 3072, folders all)")

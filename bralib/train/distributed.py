@@ -81,6 +81,17 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return gathered
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank.
+
+    DDP syncs buffers at the start of each training forward, so after the last step every rank
+    holds statistics updated from its own batch; evaluating with those would differ per rank.
+    """
+    if dist.is_available() and dist.is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src)
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -239,6 +239,9 @@ class Trainer:
         bar.close()
 
     def evaluate(self, epoch: int) -> dict[str, float]:
+        for module in (self.model, self.ema.module if self.ema is not None else None):
+            if module is not None:
+                distributed.broadcast_buffers(module)  # every rank evaluates the model rank 0 will save
         metrics = {k: v for k, v in evaluate(self.model, self.val_loader, device=self.device,
                                              amp_dtype=self.amp_dtype).items()}  # fmt: skip
         if self.ema is not None:

@@ -11,6 +11,13 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "plot_history": "bralib.viz.history",
+    "draw_routing": "bralib.viz.routing",
+    "draw_token_attention": "bralib.viz.routing",
+    "draw_regions": "bralib.viz.routing",
+    "draw_region_grid": "bralib.viz.routing",
+    "region_box": "bralib.viz.routing",
+    "sample_image": "bralib.viz.routing",
+    "simple_features": "bralib.viz.routing",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -241,7 +241,8 @@ def draw_token_attention(
     grid_shape: tuple[int, int] | None = None,
     n_win: int | None = None,
     cmap: str = "inferno",
-    alpha: float = 0.7,
+    alpha: float = 0.8,
+    fade: bool = True,
     title: str | None = None,
 ) -> AttentionDrawing:
     """The attention of one query token over the image: its weights as a heat map, the query as a marker.
@@ -255,7 +256,9 @@ def draw_token_attention(
         ax: matplotlib axes; a new figure when None.
         grid_shape: (h, w) when ``weights`` is flat.
         n_win: draw the S x S region grid too.
-        cmap, alpha: heat map colours and opacity.
+        cmap, alpha: heat map colours and (largest) opacity.
+        fade: make each token's opacity grow with its weight (``alpha * sqrt(weight / max weight)``), so the
+            picture shows through where the query barely looks; False: the same opacity everywhere.
         title: axes title; default names the query token.
 
     Returns:
@@ -280,8 +283,10 @@ def draw_token_attention(
     ax = _axes(ax)
     image_artist = show_image(picture, ax)
     shown = np.ma.masked_where(weights <= 0, weights.astype(np.float32))
-    heatmap = ax.imshow(shown, cmap=cmap, alpha=alpha, extent=(0, width, height, 0), interpolation="nearest",
-                        vmin=0, vmax=float(weights.max()) if weights.max() > 0 else 1.0)  # fmt: skip
+    top = float(weights.max()) if weights.max() > 0 else 1.0
+    opacity = alpha * np.sqrt(np.clip(weights, 0, None) / top) if fade else alpha
+    heatmap = ax.imshow(shown, cmap=cmap, alpha=opacity, extent=(0, width, height, 0), interpolation="nearest",
+                        vmin=0, vmax=top)  # fmt: skip
     token_w, token_h = width / cols, height / rows
     (marker,) = ax.plot([(col + 0.5) * token_w], [(row + 0.5) * token_h], marker="*", markersize=12,
                         color=QUERY_COLOR, markeredgecolor="black", linestyle="none")  # fmt: skip

@@ -10,7 +10,7 @@ from bralib.train import TrainConfig, build_model, load_trained_model, read_log,
 from bralib.train.mixup import smooth_one_hot, soft_target_cross_entropy
 from bralib.train.optim import build_optimizer
 
-NANO = "train_toy_models:toy_bra"  # TEMP until biformer_nano
+NANO = "biformer_nano"
 TOY = "train_toy_models:toy_bra"  # tests/train/train_toy_models.py, importable from this folder
 TINY = dict(train_size=16, val_size=8, batch_size=8, num_workers=0, threads=1, progress=False)
 

@@ -15,7 +15,7 @@ from bralib.train.checkpoint import load_model_state, save_checkpoint
 from bralib.train.model import build_model
 
 HERE = Path(__file__).parent
-MODEL = "train_toy_models:toy_bra"  # TEMP
+MODEL = "biformer_nano"
 # 3 epochs of 12 steps; checkpoints at steps 5, 10, 15, ... fall mid-epoch. Workers 0 and one thread:
 # the same sequence of float operations in both runs.
 ARGS = [

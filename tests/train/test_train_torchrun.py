@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-MODEL = "train_toy_models:toy_bra"  # TEMP
+MODEL = "biformer_nano"
 
 
 @pytest.mark.slow

@@ -82,8 +82,13 @@ BACKENDS: dict[str, Backend] = {
     "dense": Backend("dense", dense_attention, "fused SDPA over all tokens with the routed-region mask"),
     "lean": Backend("lean", lean_attention, "gather + fused attention, O(HW*C) saved activations, index-add backward"),
     "flex": Backend(
-        "flex", flex_attention_backend, "FlexAttention, one block per routed region (compiled)",
-        devices=tuple(FLEX_DTYPES), dtypes=tuple(FLEX_DTYPES.items()), forward_only_on=("cpu",), needs_compile=True,
+        "flex",
+        flex_attention_backend,
+        "FlexAttention, one block per routed region (compiled)",
+        devices=tuple(FLEX_DTYPES),
+        dtypes=tuple(FLEX_DTYPES.items()),
+        forward_only_on=("cpu",),
+        needs_compile=True,
     ),  # fmt: skip
 }
 

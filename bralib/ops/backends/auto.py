@@ -83,16 +83,34 @@ def explain_choice(
     compiling: bool | None = None,
 ) -> BackendChoice:
     """The backend ``"auto"`` picks for q: (B, H, W, Cqk), v: (B, H, W, Cv), with the reasons."""
+    return explain_request(
+        q.device.type, q.dtype, q.shape[1], q.shape[2], n_win=n_win, topk=topk, needs_grad=needs_grad,
+        runs=runs, compiling=compiling,
+    )  # fmt: skip
+
+
+def explain_request(
+    device: str,
+    dtype: torch.dtype,
+    height: int,
+    width: int,
+    *,
+    n_win: int,
+    topk: int,
+    needs_grad: bool,
+    runs: list[dict] | None = None,
+    compiling: bool | None = None,
+) -> BackendChoice:
+    """:func:`explain_choice` from the request's description alone (device type, dtype, map size)."""
     from bralib.ops.backends import BACKENDS
 
     runs = _RUNS if runs is None else runs
     compiling = torch.compiler.is_compiling() if compiling is None else compiling
-    device, dtype = q.device.type, q.dtype
-    tokens = q.shape[1] * q.shape[2]
+    tokens = height * width
     tokens_per_region = max(tokens // (n_win * n_win), 1)
     mode = "train_ms" if needs_grad else "forward_ms"
     request = (
-        f"{device} {_dtype_name(dtype)}, {q.shape[1]}x{q.shape[2]} tokens in {tokens_per_region}-token regions, "
+        f"{device} {_dtype_name(dtype)}, {height}x{width} tokens in {tokens_per_region}-token regions, "
         f"topk={topk} of {n_win * n_win}, {'forward+backward' if needs_grad else 'forward only'}"
     )
     choice = BackendChoice(backend=FALLBACK, request=request)
@@ -104,7 +122,8 @@ def explain_choice(
             choice.excluded[name] = problem
     runnable = [name for name in BACKENDS if name not in choice.excluded and name != "reference"]
     if not runnable:
-        raise ValueError(f"no BRA backend can run {request}: " + "; ".join(f"{n} {w}" for n, w in choice.excluded.items()))
+        reasons = "; ".join(f"{name} {why}" for name, why in choice.excluded.items())
+        raise ValueError(f"no BRA backend can run {request}: {reasons}")
 
     candidates = [(run, shape) for run in runs if run.get("device") == device for shape in run.get("shapes", [])]
     if candidates:

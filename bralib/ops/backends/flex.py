@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from bralib.ops.backends.layout import head_view, merge_head_view, regions_of
+from bralib.ops.backends.layout import gather_tokens, head_view, merge_head_view, query_token_index
 from bralib.ops.regions import from_regions
 from bralib.ops.routing import routing_mask
 
@@ -140,9 +140,10 @@ def flex_attention_backend(
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     problem = flex_request_problem(q.device.type, q.dtype, needs_grad)
     if problem is not None:
-        alternatives = "'lean' (memory-lean, fast on CPU), 'sdpa', 'dense', 'gather', or 'auto' (picks one that can run)"
+        alternatives = "'lean' (memory-lean, fast on CPU), 'sdpa', 'dense', 'gather', or 'auto' (picks one that runs)"
         raise RuntimeError(f"backend 'flex' cannot run this request: {problem}. Use {alternatives}.")
-    q_r, k_r, v_r = (regions_of(t, n_win) for t in (q, k, v))  # (B, S^2, n, C*): tokens in region order
+    rows = query_token_index(batch, height, width, n_win, q.device)
+    q_r, k_r, v_r = (gather_tokens(t, rows, n_win * n_win) for t in (q, k, v))  # (B, S^2, n, C*): region order
     tokens_per_region = q_r.shape[2]
     block_size = flex_block_size(tokens_per_region, q.device.type) if block_size is None else block_size
     if block_size == tokens_per_region:

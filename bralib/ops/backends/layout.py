@@ -1,11 +1,12 @@
-"""Memory layouts shared by the fast backends: region-major tensors, whole-region gathers, head views.
+"""Memory layouts shared by the fast backends: token-level gathers into region-major order, head views.
 
-The paper's gather (``gather.py``) broadcasts the key map to (B, S^2, S^2, n, C) and picks k regions with an
-element-wise ``torch.gather``: it reads an int64 index per element and its backward scatters into a buffer of
-the broadcast shape. The fast backends instead lay keys out region-major once, (B*S^2, n*C), so one routed
-region is one contiguous row, and copy whole rows with ``index_select`` (a row memcpy; its backward is an
-``index_add`` by the same rows). Heads stay inside the channel dimension and are exposed as strided views,
-so splitting them costs no copy.
+The paper's gather (``gather.py``) first copies the key map into region-major order, broadcasts it to
+(B, S^2, S^2, n, C) and picks k regions with an element-wise ``torch.gather``: it reads an int64 index per
+element, and its backward scatters into a buffer of the broadcast shape. The fast backends copy each key
+*token* (a row of C channels) exactly once, straight from the (B, H, W, C) map into its place in the gathered,
+region-major tensor, with one ``index_select`` over rows (a row memcpy; its backward is an ``index_add`` into
+the token rows of the original map). Queries are put into region order the same way. Heads stay inside the
+channel dimension and are exposed as strided views, so splitting them costs no copy.
 """
 
 from __future__ import annotations
@@ -26,30 +27,35 @@ def region_view(x: torch.Tensor, n_win: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5)
 
 
-def routed_rows(index: torch.Tensor) -> torch.Tensor:
-    """(B, S*S, topk) routing index -> (B*S*S*topk,) row numbers into a (B*S*S, ...) region-major tensor.
-
-    Region ``index[b, r, t]`` of image b is row ``b * S*S + index[b, r, t]``.
-    """
-    batch, n_regions, _ = index.shape
-    offsets = torch.arange(batch, device=index.device).view(batch, 1, 1) * n_regions  # (B, 1, 1)
-    return (index + offsets).reshape(-1)
+def region_tokens(height: int, width: int, n_win: int, device: torch.device | None = None) -> torch.Tensor:
+    """(S*S, n) long: the row-major token numbers of every region's tokens, region by region."""
+    grid = torch.arange(height * width, device=device).view(1, height, width, 1)
+    return to_regions(grid, n_win).reshape(n_win * n_win, -1)
 
 
-def gather_rows(x_regions: torch.Tensor, rows: torch.Tensor, topk: int) -> torch.Tensor:
-    """Copy the routed regions of every region as whole rows.
+def token_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) -> (B*H*W, C): one row per token, a view when possible (slices of a qkv output are)."""
+    return x.flatten(0, 2)
 
-    Args:
-        x_regions: (B, S*S, n, C) region-major keys or values (contiguous).
-        rows: (B*S*S*topk,) from :func:`routed_rows`.
-        topk: routed regions per region.
 
-    Returns:
-        (B, S*S, topk*n, C): region r's k routed regions, one after another, as one key sequence.
-    """
-    batch, n_regions, tokens, channels = x_regions.shape
-    flat = x_regions.reshape(batch * n_regions, tokens * channels)  # one row per region
-    return flat.index_select(0, rows).view(batch, n_regions, topk * tokens, channels)
+def query_token_index(batch: int, height: int, width: int, n_win: int, device: torch.device) -> torch.Tensor:
+    """(B*H*W,) token rows that put a (B, H, W, C) map in region-major order (B, S*S, n, C)."""
+    offsets = torch.arange(batch, device=device).view(batch, 1, 1) * (height * width)  # (B, 1, 1)
+    return (region_tokens(height, width, n_win, device) + offsets).reshape(-1)
+
+
+def routed_token_index(index: torch.Tensor, height: int, width: int, n_win: int) -> torch.Tensor:
+    """(B, S*S, topk) routing index -> (B*S*S*topk*n,) token rows of every region's routed regions, in order."""
+    batch = index.shape[0]
+    offsets = torch.arange(batch, device=index.device).view(batch, 1, 1, 1) * (height * width)  # (B, 1, 1, 1)
+    tokens = region_tokens(height, width, n_win, index.device)  # (S^2, n)
+    return (tokens[index] + offsets).reshape(-1)  # (B, S^2, topk, n) flattened
+
+
+def gather_tokens(x: torch.Tensor, rows: torch.Tensor, n_regions: int) -> torch.Tensor:
+    """Rows ``rows`` of the token map x: (B, H, W, C) -> (B, S*S, L, C), L = len(rows) / (B * S*S)."""
+    batch, channels = x.shape[0], x.shape[-1]
+    return token_rows(x).index_select(0, rows).view(batch, n_regions, -1, channels)
 
 
 def head_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -62,11 +68,6 @@ def merge_head_view(x: torch.Tensor, batch: int) -> torch.Tensor:
     """(B*S*S, heads, n, d) -> (B, S*S, n, heads*d); a view when x has the (B*S*S, n, heads, d) memory layout."""
     rows, heads, tokens, dim = x.shape
     return x.transpose(1, 2).reshape(batch, rows // batch, tokens, heads * dim)
-
-
-def regions_of(x: torch.Tensor, n_win: int) -> torch.Tensor:
-    """(B, H, W, C) -> (B, S*S, n, C) contiguous: the one copy that puts a region's tokens together."""
-    return to_regions(x, n_win).contiguous()
 
 
 def write_regions(out: torch.Tensor, regions: torch.Tensor, n_win: int) -> None:

@@ -4,11 +4,11 @@ Autograd through any gather keeps the gathered keys and values (k copies of K an
 backward, and the paper's element-wise gather adds a backward buffer the size of the broadcast key map.
 :class:`LeanRegionAttention` saves only what the backward cannot cheaply rebuild — q, k, v, the routing
 index, the output and the softmax statistics (one log-sum-exp per query and head) — and in the backward
-re-gathers the routed regions (a row copy, cheap next to attention) and accumulates the key and value
-gradients into their source regions with ``index_add_`` by the same rows.
+re-gathers the routed tokens (a row copy, cheap next to attention) and accumulates the key and value
+gradients into their source tokens with ``index_add_`` by the same rows.
 
-Work runs in chunks of images on CPU, sized so the gathered keys and values of one chunk stay in cache:
-that also keeps every temporary small, so the allocator reuses memory instead of faulting in fresh pages.
+On CPU, large batches run in chunks of images, so the k-times gathered keys and values exist for one chunk
+at a time (a bounded transient, never saved).
 
 Two ways to compute a chunk:
 
@@ -24,11 +24,12 @@ from __future__ import annotations
 import torch
 
 from bralib.ops.backends.layout import (
-    gather_rows,
+    gather_tokens,
     head_view,
     merge_head_view,
-    regions_of,
-    routed_rows,
+    query_token_index,
+    routed_token_index,
+    token_rows,
     write_regions,
 )
 from bralib.ops.backends.sdpa import sdpa_regions
@@ -40,8 +41,9 @@ _FLASH_CPU_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attenti
 FLASH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 STRATEGIES = ("auto", "flash", "recompute")
 
-# Bytes of gathered keys + values per chunk on CPU; about an L2 cache of a few cores (tuned with bralib bench).
-CPU_CHUNK_BYTES = 2 * 1024 * 1024
+# Bytes of gathered keys + values per chunk on CPU. Smaller chunks (a few MiB, cache-sized) measured slower
+# on a busy 2-core machine: many short parallel regions stall whenever one thread is descheduled.
+CPU_CHUNK_BYTES = 64 * 1024 * 1024
 
 
 def flash_applies(q: torch.Tensor, v: torch.Tensor, num_heads: int) -> bool:
@@ -56,7 +58,7 @@ def flash_applies(q: torch.Tensor, v: torch.Tensor, num_heads: int) -> bool:
 
 
 def chunk_images(q: torch.Tensor, v: torch.Tensor, topk: int, n_win: int) -> int:
-    """Images per chunk: whole batch off CPU (one launch per step); on CPU, what keeps K/V gathers in cache."""
+    """Images per chunk: the whole batch off CPU (fewest launches); on CPU, what bounds the K/V gathers."""
     if q.device.type != "cpu":
         return q.shape[0]
     tokens = q.shape[1] * q.shape[2]
@@ -71,21 +73,18 @@ class LeanRegionAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, index, num_heads: int, n_win: int, scale: float, strategy: str):
         chunk = chunk_images(q, v, index.shape[-1], n_win)
         out = q.new_empty(v.shape)  # (B, H, W, Cv)
-        lse = None
+        lse_chunks = []
         with torch.autocast(device_type=q.device.type, enabled=False):  # compute in the inputs' dtype
-            if strategy == "flash":
-                lse_chunks = []
-                for start in range(0, q.shape[0], chunk):
-                    part = slice(start, start + chunk)
-                    out_regions, lse_part = _flash_forward(q[part], k[part], v[part], index[part], num_heads, n_win, scale)
-                    write_regions(out[part], out_regions, n_win)
+            for start in range(0, q.shape[0], chunk):
+                part = slice(start, start + chunk)
+                inputs = (q[part], k[part], v[part], index[part])
+                if strategy == "flash":
+                    out_regions, lse_part = _flash_forward(*inputs, num_heads, n_win, scale)
                     lse_chunks.append(lse_part)
-                lse = torch.cat(lse_chunks)  # (B*S^2, heads, n) float32
-            else:
-                for start in range(0, q.shape[0], chunk):
-                    part = slice(start, start + chunk)
-                    out_regions = sdpa_regions(q[part], k[part], v[part], index[part], num_heads=num_heads, n_win=n_win, scale=scale)
-                    write_regions(out[part], out_regions, n_win)
+                else:
+                    out_regions = sdpa_regions(*inputs, num_heads=num_heads, n_win=n_win, scale=scale)
+                write_regions(out[part], out_regions, n_win)
+        lse = torch.cat(lse_chunks) if lse_chunks else None  # (B*S^2, heads, n) float32
         if strategy == "flash":
             ctx.save_for_backward(q, k, v, index, out, lse)
         else:
@@ -118,34 +117,34 @@ class LeanRegionAttention(torch.autograd.Function):
 
 def _flash_forward(q, k, v, index, num_heads, n_win, scale):
     """One chunk: (b, H, W, C*) -> out (b, S^2, n, Cv) region-major, lse (b*S^2, heads, n)."""
-    batch, topk = q.shape[0], index.shape[-1]
-    rows = routed_rows(index)
-    q_r = regions_of(q, n_win)  # (b, S^2, n, Cqk)
-    k_g = gather_rows(regions_of(k, n_win), rows, topk)  # (b, S^2, topk*n, Cqk)
-    v_g = gather_rows(regions_of(v, n_win), rows, topk)  # (b, S^2, topk*n, Cv)
+    batch, height, width, _ = q.shape
+    n_regions = n_win * n_win
+    q_r = gather_tokens(q, query_token_index(batch, height, width, n_win, q.device), n_regions)  # (b, S^2, n, Cqk)
+    kv_rows = routed_token_index(index, height, width, n_win)
+    k_g, v_g = gather_tokens(k, kv_rows, n_regions), gather_tokens(v, kv_rows, n_regions)  # (b, S^2, topk*n, C*)
     out, lse = _FLASH_CPU(head_view(q_r, num_heads), head_view(k_g, num_heads), head_view(v_g, num_heads), scale=scale)
     return merge_head_view(out, batch), lse
 
 
 def _flash_backward(grad_out, q, k, v, index, out, lse, num_heads, n_win, scale, grads):
-    """One chunk of the backward: re-gather, run the flash backward kernel, index-add into the source regions.
+    """One chunk of the backward: re-gather, run the flash backward kernel, index-add into the source tokens.
 
-    Writes dq, dk, dv into ``grads``, three (b, H, W, C*) tensors.
+    Writes dq, dk, dv into ``grads``, three contiguous (b, H, W, C*) tensors.
     """
-    batch, c_qk, c_v, topk = q.shape[0], q.shape[-1], v.shape[-1], index.shape[-1]
-    rows = routed_rows(index)
-    q_r, k_r, v_r = regions_of(q, n_win), regions_of(k, n_win), regions_of(v, n_win)  # (b, S^2, n, C*)
-    n_regions, tokens = q_r.shape[1:3]
-    k_g, v_g = gather_rows(k_r, rows, topk), gather_rows(v_r, rows, topk)  # (b, S^2, topk*n, C*)
-    heads = [head_view(t, num_heads) for t in (regions_of(grad_out, n_win), q_r, k_g, v_g, regions_of(out, n_win))]
+    batch, height, width, _ = q.shape
+    n_regions = n_win * n_win
+    q_rows = query_token_index(batch, height, width, n_win, q.device)
+    kv_rows = routed_token_index(index, height, width, n_win)
+    q_r, grad_out_r, out_r = (gather_tokens(t, q_rows, n_regions) for t in (q, grad_out, out))  # (b, S^2, n, C*)
+    k_g, v_g = gather_tokens(k, kv_rows, n_regions), gather_tokens(v, kv_rows, n_regions)  # (b, S^2, topk*n, C*)
+    heads = [head_view(t, num_heads) for t in (grad_out_r, q_r, k_g, v_g, out_r)]
     grad_q, grad_kg, grad_vg = _FLASH_CPU_BACKWARD(*heads, lse, 0.0, False, scale=scale)  # (b*S^2, heads, L, d)
-    # Each gathered row came from one source region: add its gradient back there (rows may repeat).
-    grad_k = k_r.new_zeros(batch * n_regions, tokens * c_qk)
-    grad_k.index_add_(0, rows, merge_head_view(grad_kg, batch).reshape(-1, tokens * c_qk))
-    grad_v = v_r.new_zeros(batch * n_regions, tokens * c_v)
-    grad_v.index_add_(0, rows, merge_head_view(grad_vg, batch).reshape(-1, tokens * c_v))
-    for dest, grad_regions in zip(grads, (merge_head_view(grad_q, batch), grad_k, grad_v), strict=True):
-        write_regions(dest, grad_regions.reshape(batch, n_regions, tokens, dest.shape[-1]), n_win)
+    grad_q_dest, grad_k_dest, grad_v_dest = grads
+    write_regions(grad_q_dest, merge_head_view(grad_q, batch), n_win)
+    # Every gathered token came from one source token: add its gradient back there (tokens repeat across regions).
+    for dest, grad_g in ((grad_k_dest, grad_kg), (grad_v_dest, grad_vg)):
+        rows = token_rows(dest)  # (b*H*W, C), a view of dest
+        rows.zero_().index_add_(0, kv_rows, merge_head_view(grad_g, batch).reshape(-1, rows.shape[-1]))
 
 
 def _recompute_backward(grad_out, q, k, v, index, num_heads, n_win, scale, grads):
@@ -153,7 +152,8 @@ def _recompute_backward(grad_out, q, k, v, index, num_heads, n_win, scale, grads
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_() for t in (q, k, v)]
         out = sdpa_regions(*leaves, index, num_heads=num_heads, n_win=n_win, scale=scale)  # (b, S^2, n, Cv)
-        for dest, grad in zip(grads, torch.autograd.grad(out, leaves, regions_of(grad_out, n_win)), strict=True):
+        grad_out_r = gather_tokens(grad_out, query_token_index(*q.shape[:3], n_win, q.device), n_win * n_win)
+        for dest, grad in zip(grads, torch.autograd.grad(out, leaves, grad_out_r), strict=True):
             dest.copy_(grad)
 
 

@@ -1,8 +1,9 @@
 """The sdpa backend: gather whole regions, then PyTorch's fused ``scaled_dot_product_attention``.
 
 The same algorithm as the paper's gather, with the two costs that do not need to be there taken out:
-routed regions are copied as whole rows (``index_select`` on a region-major layout, see ``layout.py``)
-instead of by an element-wise gather over a broadcast tensor, and the softmax(Q K^T) V of every region runs
+every routed key and value token is copied once, as a row, straight into region-major order
+(``index_select``, see ``layout.py``) instead of by an element-wise gather over a broadcast tensor, and the
+softmax(Q K^T) V of every region runs
 in one fused kernel (flash attention on CPU and on CUDA) that never writes the attention matrix to memory.
 Autograd does the backward: the saved activations still hold the k-times gathered keys and values.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bralib.ops.backends.layout import gather_rows, head_view, merge_head_view, regions_of, routed_rows
+from bralib.ops.backends.layout import gather_tokens, head_view, merge_head_view, query_token_index, routed_token_index
 from bralib.ops.regions import from_regions
 
 
@@ -20,11 +21,12 @@ def sdpa_regions(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, *, num_heads: int, n_win: int, scale: float
 ) -> torch.Tensor:
     """Token attention over the routed regions, region-major: (B, H, W, C*) x3 -> (B, S*S, n, Cv)."""
-    batch, topk = q.shape[0], index.shape[-1]
-    rows = routed_rows(index)  # (B*S^2*topk,)
-    q_r = regions_of(q, n_win)  # (B, S^2, n, Cqk)
-    k_g = gather_rows(regions_of(k, n_win), rows, topk)  # (B, S^2, topk*n, Cqk)
-    v_g = gather_rows(regions_of(v, n_win), rows, topk)  # (B, S^2, topk*n, Cv)
+    batch, height, width, _ = q.shape
+    n_regions = n_win * n_win
+    q_r = gather_tokens(q, query_token_index(batch, height, width, n_win, q.device), n_regions)  # (B, S^2, n, Cqk)
+    kv_rows = routed_token_index(index, height, width, n_win)  # (B*S^2*topk*n,)
+    k_g = gather_tokens(k, kv_rows, n_regions)  # (B, S^2, topk*n, Cqk)
+    v_g = gather_tokens(v, kv_rows, n_regions)  # (B, S^2, topk*n, Cv)
     out = F.scaled_dot_product_attention(
         head_view(q_r, num_heads), head_view(k_g, num_heads), head_view(v_g, num_heads), scale=scale
     )  # (B*S^2, heads, n, Cv/heads)

@@ -1,0 +1,402 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 9 — Making it fast
+#
+# Bi-level routing cuts attention's FLOPs from $O((HW)^2)$ to about $O((HW)^{4/3})$ (chapter 5). FLOPs are
+# not time. This chapter finds out where the time of the paper's algorithm goes, builds four other ways to
+# compute *exactly the same function*, checks them against the dense reference, and measures them side by
+# side, forward and backward, in time and in memory.
+#
+# **Learning goals.** After this chapter you can
+#
+# 1. count the FLOPs and the bytes of every step of the gather algorithm, and say from their ratio (the
+#    arithmetic intensity) whether a step is limited by arithmetic or by memory traffic;
+# 2. explain what each bralib backend (`sdpa`, `dense`, `lean`, `flex`) changes, and when each wins;
+# 3. write the backward of a gather as an index-add, and see why that keeps the memory saved for the
+#    backward at $O(HW\,C)$ instead of $O(k\,HW\,C)$;
+# 4. measure honestly: same inputs, interleaved rounds, medians, the machine's load written down;
+# 5. read `bralib bench` and `bralib.ops.explain_backend`, and let `backend="auto"` choose.
+
+# %% [markdown]
+# ## Motivation: the paper's own limitation
+#
+# The BiFormer paper is candid about it: at equal FLOPs, BiFormer-S runs at about half the throughput of
+# Swin-T on a V100, because the gather moves $k$ copies of the routed keys and values through memory and
+# costs extra kernel launches. On one H100 (measured for this project, PyTorch 2.11, batch 128, 224×224), an
+# independent re-implementation of the released algorithm reaches:
+#
+# | images/s | inference, AMP | training, AMP |
+# |---|---|---|
+# | Swin-T (timm) | 5273 | 1800 |
+# | BiFormer-S, the paper's gather | 1509 (0.29×) | 542 (0.30×) |
+#
+# Both models do about 4.5 GMACs per image. The same measurements show that no single way of computing
+# BRA wins everywhere: at stage 1 (64-token regions, $k=1$) a fused attention kernel on the gathered keys is
+# fastest; at stage 3 (4-token regions, $k=16$ of 49) plain dense attention over all 196 tokens with a
+# mask is 4× faster than the gather. That is the plan of this chapter, on the CPU in front of us.
+
+# %%
+import json
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+import bralib
+from bralib.bench import report
+from bralib.bench.measure import saved_bytes
+from bralib.bench.ops_bench import bench_shape
+from bralib.bench.shapes import preset_shapes
+from bralib.ops import BACKENDS, bra, explain_backend, route_regions, to_regions
+from bralib.ops.backends.gather import gather_kv
+from bralib.ops.backends.layout import gather_tokens, routed_token_index
+
+torch.manual_seed(0)
+torch.set_num_threads(1)  # the live timings below use one core: they compare fairly however busy the machine is
+
+# %% [markdown]
+# ## 1. Where the bytes go
+#
+# Take one BRA call: B images of H×W tokens with C channels in `heads` heads, S×S regions of
+# $n = HW/S^2$ tokens, $k$ routed regions. Write $T = B\,HW$ for the number of tokens. The paper's
+# algorithm (`bralib.ops.backends.gather`) does, in float32 (4 bytes per number):
+#
+# 1. **regions**: copy q, k, v into region order (read and write each once);
+# 2. **gather**: build $K^g, V^g$ of $k\,T\,C$ numbers each with an element-wise `torch.gather`, which also
+#    reads one int64 index per element;
+# 3. **$QK^\top$**: $2\,T\,C\,k\,n$ FLOPs; reads $Q$ and $K^g$, writes the attention matrix ($T\cdot
+#    \text{heads}\cdot k n$ numbers);
+# 4. **softmax**: reads and writes the attention matrix (a handful of FLOPs per element);
+# 5. **$AV$**: $2\,T\,C\,k\,n$ FLOPs; reads the attention matrix and $V^g$, writes the output;
+# 6. **back to the map**: merge heads and undo the regions (two copies of the output).
+#
+# The ratio FLOPs / bytes is the step's **arithmetic intensity**. A machine does $F$ FLOP/s and moves $M$
+# bytes/s; a step whose intensity is below $F/M$ (the machine's *balance*) cannot keep the arithmetic units
+# busy: its time is its bytes divided by $M$, whatever its FLOPs.
+
+
+# %%
+def gather_costs(batch, side, channels, heads, topk, n_win=7, itemsize=4):
+    """(step, FLOPs, bytes) of each step of the gather algorithm for one BRA call on (B, side, side, C) maps."""
+    T = batch * side * side  # tokens
+    n = side * side // n_win**2  # tokens per region
+    attn = T * heads * topk * n  # attention-matrix entries
+    return [
+        ("regions (q, k, v)", 0, 3 * 2 * T * channels * itemsize),
+        ("gather (K, V)", 0, 2 * topk * T * channels * (2 * itemsize + 8)),
+        ("Q K^T", 2 * T * channels * topk * n, (T * channels + topk * T * channels + attn) * itemsize),
+        ("softmax", 5 * attn, 2 * attn * itemsize),
+        ("A V", 2 * T * channels * topk * n, (attn + topk * T * channels + T * channels) * itemsize),
+        ("back to the map", 0, 2 * 2 * T * channels * itemsize),
+    ]
+
+
+def machine_balance(seconds=0.5):
+    """Measured FLOP/s of a large matmul and bytes/s of a large copy, on this core."""
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    x, y = torch.randn(8 * 2**20), torch.empty(8 * 2**20)
+    rates = {}
+    for name, work, fn in [("flops", 2 * 512**3, lambda: a @ b), ("bytes", 2 * x.numel() * 4, lambda: y.copy_(x))]:
+        fn()
+        times = []
+        while sum(times) < seconds / 2:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        rates[name] = work / min(times)
+    return rates
+
+
+rates = machine_balance()
+balance = rates["flops"] / rates["bytes"]
+print(f"this core: {rates['flops'] / 1e9:.0f} GFLOP/s (matmul), {rates['bytes'] / 1e9:.1f} GB/s (copy)")
+print(f"balance: {balance:.1f} FLOP/byte; steps below it are memory-bound\n")
+
+for shape in preset_shapes("biformer-t", 8):
+    costs = gather_costs(shape.batch, shape.height, shape.dim, shape.num_heads, shape.topk)
+    total_flops, total_bytes = sum(c[1] for c in costs), sum(c[2] for c in costs)
+    print(f"{shape.label}: {total_flops / 1e9:.2f} GFLOP, {total_bytes / 1e6:.0f} MB moved")
+    for step, flops, nbytes in costs:
+        intensity = flops / nbytes
+        floor_ms = max(flops / rates["flops"], nbytes / rates["bytes"]) * 1e3
+        bound = "memory" if intensity < balance else "compute"
+        print(f"  {step:<18} {intensity:6.2f} FLOP/B  {bound:>7}-bound  floor {floor_ms:6.1f} ms")
+
+# %% [markdown]
+# Read the three stages top to bottom. The copies and the gather do no arithmetic at all; at stage 3
+# ($k = 16$) the gather alone moves more bytes than everything else together, and even the two matrix
+# products fall below the machine's balance: with 4-token regions every query row meets only
+# $k n = 64$ keys of width 32, too little work per byte loaded. That is what "the gather is memory-bound"
+# means, and why FLOPs do not predict the time.
+#
+# The same bookkeeping predicts the **memory kept for the backward**. Autograd saves what each step needs
+# to differentiate it: the scaled queries, $K^g$ and $V^g$ ($k$ copies each) and the attention matrix. We
+# can count what is really saved with `torch.autograd.graph.saved_tensors_hooks` (what
+# `bralib.bench.measure.saved_bytes` does: the distinct storages, in bytes) and compare:
+
+# %%
+shape = preset_shapes("biformer-t", 2)[2]  # stage 3 at batch 2: small enough to run anywhere
+gen = torch.Generator().manual_seed(0)
+q, k, v = (torch.randn(2, 14, 14, 256, generator=gen, requires_grad=True) for _ in range(3))
+_, index = route_regions(q.detach(), k.detach(), n_win=7, topk=16)
+
+
+def saved_by(backend):
+    count, out = saved_bytes(
+        lambda: bra(q, k, v, num_heads=8, n_win=7, topk=16, routing_index=index, backend=backend), exclude=(q, k, v)
+    )
+    return count
+
+
+T, C, heads, topk, n = 2 * 196, 256, 8, 16, 4
+predicted_gather = (T * C * (1 + 2 * topk) + T * heads * topk * n) * 4 + index.numel() * 8
+predicted_lean = (T * C + T * heads) * 4 + index.numel() * 8  # the output, one log-sum-exp per query and head
+print(f"gather saves {saved_by('gather') / 2**20:.2f} MiB (predicted {predicted_gather / 2**20:.2f})")
+print(f"lean saves   {saved_by('lean') / 2**20:.2f} MiB (predicted {predicted_lean / 2**20:.2f})")
+assert saved_by("gather") == predicted_gather
+assert saved_by("lean") == predicted_lean
+
+# %% [markdown]
+# ## 2. Five ways to compute the same function
+#
+# | backend | what it does | what it changes |
+# |---|---|---|
+# | `gather` | the paper's algorithm | the baseline every ratio is measured against |
+# | `sdpa` | copies each routed key/value *token* once, as a row, into region order; then PyTorch's fused `scaled_dot_product_attention` | no element-wise gather, no int64 index per element, no attention matrix in memory; autograd still saves $K^g, V^g$ |
+# | `dense` | fused SDPA over **all** tokens with the routed-region mask | $S^2/k$ times the FLOPs, but no gather and one large, efficient kernel: wins when regions are tiny |
+# | `lean` | `sdpa`'s forward in a custom autograd function that saves only q, k, v, the output and the softmax statistics | memory for the backward is $O(HW\,C)$; the backward re-gathers and **index-adds** the key/value gradients into their source tokens |
+# | `flex` | FlexAttention with one block per routed region | nothing gathered at all: a compiled block-sparse kernel; forward only on CPU |
+#
+# The first change is the cheapest to see. The paper's gather broadcasts the region-ordered keys to
+# (B, S², S², n, C) and picks with `torch.gather`, element by element. But a routed region is just a list
+# of token numbers, so we can copy whole token rows (C contiguous numbers each) straight from the
+# (B, H, W, C) map, in the order the attention wants them, with one `index_select`:
+
+
+# %%
+def routed_token_rows(index, height, width, n_win):
+    """(B, S*S, topk) -> the row of (B*H*W, C) that every gathered key comes from, in gathered order."""
+    batch = index.shape[0]
+    region_tokens = to_regions(torch.arange(height * width).view(1, height, width, 1), n_win).reshape(n_win**2, -1)
+    return (region_tokens[index] + torch.arange(batch).view(batch, 1, 1, 1) * height * width).reshape(-1)
+
+
+rows = routed_token_rows(index, 14, 14, 7)  # (B * S^2 * topk * n,)
+k_rows = k.detach().reshape(-1, 256).index_select(0, rows).view(2, 49, 16 * 4, 256)  # (B, S^2, topk*n, C)
+k_paper = gather_kv(to_regions(k.detach(), 7), index).reshape(2, 49, 16 * 4, 256)  # the paper's gather
+assert torch.equal(k_rows, k_paper)
+assert torch.equal(rows, routed_token_index(index, 14, 14, 7))  # bralib's version
+assert torch.equal(k_rows, gather_tokens(k.detach(), rows, 49))
+print("token-row gather == paper's gather:", k_rows.shape)
+
+# %% [markdown]
+# The backward of that copy is the heart of `lean`. If row $j$ of the key map was copied into gathered
+# positions $i_1, i_2, \dots$, its gradient is the **sum** of the gradients of those positions. Writing
+# `grad[rows] += g` would be wrong (repeated rows keep only one contribution); `index_add_` sums them, and
+# needs nothing but the gathered gradient and the row numbers, never a buffer the size of the broadcast key
+# map. Exercise 9.3 asks you to write it.
+
+# %%
+g_rows = torch.randn(rows.numel(), 256, dtype=torch.float64)
+grad_keys = torch.zeros(2 * 196, 256, dtype=torch.float64).index_add_(0, rows, g_rows)
+k64 = k.detach().double().requires_grad_()
+(autograd_grad,) = torch.autograd.grad(k64.reshape(-1, 256).index_select(0, rows), k64, g_rows)
+assert torch.allclose(grad_keys, autograd_grad.reshape(-1, 256))
+print("rows gathered more than once:", int((torch.bincount(rows) > 1).sum()), "of", 2 * 196)
+
+# %% [markdown]
+# Now every backend against the dense masked reference, on an awkward shape (H ≠ W, values narrower than
+# queries and keys) in float64: outputs and the gradients of q, k and v. `flex` has no backward on CPU, so
+# it is checked on its forward, in float32 (it compiles a kernel first: a few seconds).
+
+# %%
+gen = torch.Generator().manual_seed(1)
+q6, k6 = (torch.randn(2, 6, 9, 8, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(2))
+v6 = torch.randn(2, 6, 9, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+grad6 = torch.randn(2, 6, 9, 4, generator=gen, dtype=torch.float64)
+kwargs = dict(num_heads=2, n_win=3, topk=2)
+
+
+def out_and_grads(backend, *qkv):
+    out = bra(*qkv, backend=backend, **kwargs)
+    return (out, *torch.autograd.grad(out, qkv, grad6.to(out.dtype)))
+
+
+expected = out_and_grads("reference", q6, k6, v6)
+for name in ("gather", "sdpa", "dense", "lean"):
+    for got, want in zip(out_and_grads(name, q6, k6, v6), expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
+with torch.no_grad():
+    flex_out = bra(q6.float(), k6.float(), v6.float(), backend="flex", **kwargs)
+torch.testing.assert_close(flex_out, expected[0].float(), atol=1e-5, rtol=1e-5)
+print("gather, sdpa, dense, lean (forward and backward) and flex (forward) agree with the reference")
+
+# %% [markdown]
+# ## 3. Memory for the backward grows with k — except for `lean`
+#
+# The gather and `sdpa` keep $K^g$ and $V^g$ for the backward: $2k$ copies of the keys and values. `lean`
+# keeps its inputs (which the layer holds anyway), its output and one number per query and head. Measured
+# on a 28×28 map with 64 channels:
+
+# %%
+gen = torch.Generator().manual_seed(2)
+q28, k28, v28 = (torch.randn(1, 28, 28, 64, generator=gen, requires_grad=True) for _ in range(3))
+topks = [1, 2, 4, 8, 16, 49]
+saved = {name: [] for name in ("gather", "sdpa", "lean")}
+for topk in topks:
+    _, index28 = route_regions(q28.detach(), k28.detach(), n_win=7, topk=topk)
+    for name in saved:
+        count, out = saved_bytes(
+            lambda name=name, topk=topk, index=index28: bra(
+                q28, k28, v28, num_heads=2, n_win=7, topk=topk, routing_index=index, backend=name
+            ),
+            exclude=(q28, k28, v28),
+        )
+        saved[name].append(count / 2**20)
+fig, ax = plt.subplots(figsize=(5.5, 3.2))
+for name, values in saved.items():
+    ax.plot(topks, values, marker="o", label=name)
+ax.set(xlabel="routed regions k", ylabel="saved for backward (MiB)", xscale="log", yscale="log")
+ax.set_title("Activation memory of one BRA call (28x28, C=64)", fontsize=10)
+ax.legend()
+plt.show()
+assert max(saved["lean"]) - min(saved["lean"]) < 0.05  # only the small routing index grows
+assert saved["gather"][-1] > 20 * saved["lean"][-1]
+
+# %% [markdown]
+# ## 4. A live run
+#
+# `bralib bench` times every backend on BiFormer's three BRA stage shapes. Its rules: the same inputs and
+# routing for all backends; a few warm-up rounds (first calls allocate, pick kernels, compile); then rounds
+# in which every backend runs once, in a rotating order, so that whatever else happens on the machine hits
+# all of them alike; the median over rounds. Here is a small version (batch 1, one core, a few rounds),
+# short enough for this notebook. Its numbers are noisy: the stored full run in section 5 is the one to
+# quote.
+
+# %% tags=["nbval-ignore-output"]
+# Tagged: timings differ on every run.
+live = {"shapes": []}
+for shape in preset_shapes("biformer-t", 1):
+    record = bench_shape(
+        shape, ("gather", "sdpa", "lean", "dense"), device=torch.device("cpu"), dtype=torch.float32,
+        repeats=5, warmup=1, backward=True,
+    )  # fmt: skip
+    live["shapes"].append(record)
+    print(report.shape_table(record), "\n")
+
+# %%
+for record in live["shapes"]:  # whatever the timings, every backend gave the gather's answer
+    assert all(error < 1e-5 for error in record["max_rel_error"].values()), record["max_rel_error"]
+
+# %% [markdown]
+# ## 5. The full run (stored)
+#
+# The run below was made with `bralib bench --backward --model --json benchmarks/cpu_biformer_t.json` at
+# batch 8 on the 2-core CPU this book is built on, with both cores, while other people were using the
+# machine; `benchmarks/README.md` says how busy it was and compares with the targets. It is **loaded from
+# the stored JSON**, not re-measured.
+
+# %%
+stored_path = Path(bralib.__file__).resolve().parent.parent / "benchmarks" / "cpu_biformer_t.json"
+stored = report.load_results(stored_path)
+print(f"STORED RUN from {stored['date']} ({stored_path.name}), load average before/after: "
+      f"{stored['load_before']} / {stored['load_after']}\n")  # fmt: skip
+print(report.report(stored))
+fig = report.draw_figure(stored, title=f"Stored run, {stored['date']}: {stored['machine']['processor']}, "
+                         f"{stored['machine']['torch_threads']} threads, batch 8")  # fmt: skip
+plt.show()
+
+# %% [markdown]
+# How to read it: in the forward, the fused backends (`sdpa`, `lean`, `flex`) win at every stage because
+# they remove the element-wise gather and never write the attention matrix; at stage 3 `dense` wins by far,
+# exactly as on the GPU. In the backward, the fused attention's backward kernel is the main cost, and
+# `dense` again wins where regions are tiny. The memory column is where `lean` stands out: it keeps a small
+# fraction of what the gather keeps, at a small price in speed. Whole-model numbers (a BiFormer-T training
+# step and batch-1 inference) are in the last table, if the stored run has them: there BRA is only part of
+# the time (MLPs, convolutions and norms are the same for every backend), so the gains are diluted.
+#
+# ## 6. Letting `auto` choose
+#
+# No backend wins everywhere, so `backend="auto"` (the default of `bra` and `BiLevelRoutingAttention`)
+# chooses per request from measurements stored in the package (`bralib/ops/backends/measured.json`, written
+# by `bralib bench --update-auto`): the nearest measured shape on the same device, the fastest backend
+# there that *can* run the request (right device and dtype, a backward if gradients are needed, not a
+# compiled-only backend outside `torch.compile`). It says why:
+
+# %%
+for side, channels, topk in [(56, 64, 1), (14, 256, 16)]:
+    x = torch.randn(1, side, side, channels)
+    explain_backend(x, x, n_win=7, topk=topk, needs_grad=True)
+    print()
+
+# %%
+measured = json.loads((Path(bralib.ops.backends.__file__).parent / "measured.json").read_text())
+for side, topk in [(56, 1), (28, 4), (14, 16)]:
+    for needs_grad in (False, True):
+        x = torch.randn(1, side, side, 64)
+        choice = explain_backend(x, x, n_win=7, topk=topk, needs_grad=needs_grad, verbose=False)
+        assert BACKENDS[choice.backend].problem("cpu", torch.float32, needs_grad) is None
+        assert choice.backend != "flex" or not needs_grad  # never a backend that cannot run the request
+print("runs stored for auto:", [(run["device"], run["dtype"]) for run in measured["runs"]])
+
+# %% [markdown]
+# ## 7. What is left on the table
+#
+# * **One kernel for gather + attention.** Every fast backend here still writes the gathered keys and
+#   values somewhere (`flex` excepted). A kernel that reads the routed regions of K and V straight from the
+#   map, region by region, moves $k$ times fewer bytes; on a GPU that is a Triton kernel away.
+# * **Keep the region layout.** Each BRA call copies q, k, v into region order and the output back. A
+#   model that kept its activations region-major between the qkv projection and the output projection would
+#   skip those copies.
+# * **FlexAttention on a GPU.** With regions grouped into 128-token blocks (what bralib's `flex` does on
+#   CUDA for small regions) it should compile at every stage; that still needs a GPU run, as does the
+#   whole-model comparison with Swin-T (`benchmarks/gpu_vs_swin.py`).
+# * **Lower precision.** bfloat16 halves every byte above; the routing stays in float32 (chapter 3), so AMP
+#   does not change which regions are attended to.
+#
+# ## Summary
+#
+# * The gather algorithm is memory-bound: its copies and gathers do no arithmetic, and at small regions even
+#   its matrix products have too few FLOPs per byte. Count bytes, not just FLOPs.
+# * `sdpa` and `lean` gather token rows once and run a fused attention kernel; `dense` trades $S^2/k$ times
+#   the FLOPs for one big kernel and wins at 4-token regions; `flex` skips the gather with a block-sparse
+#   compiled kernel (forward only on CPU).
+# * The backward of a gather is an index-add. Saving only q, k, v, the output and the softmax statistics
+#   (`lean`) keeps the memory for the backward independent of $k$.
+# * Measure side by side: same inputs, warm-up, interleaved rounds, medians, load written down.
+#   `bralib bench` does it; `backend="auto"` uses its results and `explain_backend` says why.
+#
+# ## Exercises
+#
+# Open `exercises/09_making_it_fast.py`, fill in the functions, and run the cell below (or
+# `bralib exercise check --chapter 9`) until they say PASSED.
+#
+# **9.1 `gathered_kv_bytes(batch, height, width, channels, n_win, topk, itemsize=4)`.** The bytes of the
+# gathered keys and values. Why does the number of regions $S^2$ cancel? Compare stage 1 and stage 3 of
+# BiFormer-T.
+#
+# **9.2 `matmul_intensity(m, n, k, itemsize=4)`.** FLOPs per byte of one matrix product. Evaluate it for a
+# region of stage 1 (64 queries, 64 keys, head width 32) and of stage 3 (4 queries, 64 keys): which is
+# further below this machine's balance?
+#
+# **9.3 `scatter_add_rows(grads, rows, n_rows)`.** The backward of a row gather, as `lean` does it. Why is
+# `out[rows] += grads` wrong?
+
+# %% tags=["nbval-ignore-output"]
+# Tagged: the output changes as you work on the exercises.
+from bralib.exercises import check
+
+for name in ("gathered_kv_bytes", "matmul_intensity", "scatter_add_rows"):
+    check(name)
