@@ -71,16 +71,22 @@ torch.set_num_threads(1)  # the live timings below use one core: they compare fa
 #
 # Take one BRA call: B images of H×W tokens with C channels in `heads` heads, S×S regions of
 # $n = HW/S^2$ tokens, $k$ routed regions. Write $T = B\,HW$ for the number of tokens. The paper's
-# algorithm (`bralib.ops.backends.gather`) does, in float32 (4 bytes per number):
+# algorithm, as `bralib.ops.backends.gather` computes it, does in float32 (4 bytes per number):
 #
 # 1. **regions**: copy q, k, v into region order (read and write each once);
-# 2. **gather**: build $K^g, V^g$ of $k\,T\,C$ numbers each with an element-wise `torch.gather`, which also
-#    reads one int64 index per element;
-# 3. **$QK^\top$**: $2\,T\,C\,k\,n$ FLOPs; reads $Q$ and $K^g$, writes the attention matrix ($T\cdot
+# 2. **gather**: copy the $k$ routed regions of every region out of the region-ordered keys and values
+#    (`index_select` over whole regions): $K^g, V^g$ of $k\,T\,C$ numbers each, read and written;
+# 3. **split heads**: the batched matmuls want every head contiguous, so $Q$, $K^g$ and $V^g$ are copied
+#    once more into head-major order;
+# 4. **$QK^\top$**: $2\,T\,C\,k\,n$ FLOPs; reads $Q$ and $K^g$, writes the attention matrix ($T\cdot
 #    \text{heads}\cdot k n$ numbers);
-# 4. **softmax**: reads and writes the attention matrix (a handful of FLOPs per element);
-# 5. **$AV$**: $2\,T\,C\,k\,n$ FLOPs; reads the attention matrix and $V^g$, writes the output;
-# 6. **back to the map**: merge heads and undo the regions (two copies of the output).
+# 5. **softmax**: reads and writes the attention matrix (a handful of FLOPs per element);
+# 6. **$AV$**: $2\,T\,C\,k\,n$ FLOPs; reads the attention matrix and $V^g$, writes the output;
+# 7. **back to the map**: merge heads and undo the regions (two copies of the output).
+#
+# (The released code picks the routed regions with an element-wise `torch.gather` on a (B, S², S², n, C)
+# broadcast of the keys, which also reads an int64 index per element and whose backward allocates $S^2$ times
+# the keys; bralib's `gather` selects whole regions instead. The baseline below is the faster of the two.)
 #
 # The ratio FLOPs / bytes is the step's **arithmetic intensity**. A machine does $F$ FLOP/s and moves $M$
 # bytes/s; a step whose intensity is below $F/M$ (the machine's *balance*) cannot keep the arithmetic units
@@ -93,12 +99,14 @@ def gather_costs(batch, side, channels, heads, topk, n_win=7, itemsize=4):
     T = batch * side * side  # tokens
     n = side * side // n_win**2  # tokens per region
     attn = T * heads * topk * n  # attention-matrix entries
+    gathered = topk * T * channels  # numbers in K^g (and in V^g)
     return [
         ("regions (q, k, v)", 0, 3 * 2 * T * channels * itemsize),
-        ("gather (K, V)", 0, 2 * topk * T * channels * (2 * itemsize + 8)),
-        ("Q K^T", 2 * T * channels * topk * n, (T * channels + topk * T * channels + attn) * itemsize),
+        ("gather (K, V)", 0, 2 * 2 * gathered * itemsize),
+        ("split heads", 0, 2 * (T * channels + 2 * gathered) * itemsize),
+        ("Q K^T", 2 * T * channels * topk * n, (T * channels + gathered + attn) * itemsize),
         ("softmax", 5 * attn, 2 * attn * itemsize),
-        ("A V", 2 * T * channels * topk * n, (attn + topk * T * channels + T * channels) * itemsize),
+        ("A V", 2 * T * channels * topk * n, (attn + gathered + T * channels) * itemsize),
         ("back to the map", 0, 2 * 2 * T * channels * itemsize),
     ]
 
@@ -127,7 +135,9 @@ print(f"balance: {balance:.1f} FLOP/byte; steps below it are memory-bound\n")
 for shape in preset_shapes("biformer-t", 8):
     costs = gather_costs(shape.batch, shape.height, shape.dim, shape.num_heads, shape.topk)
     total_flops, total_bytes = sum(c[1] for c in costs), sum(c[2] for c in costs)
-    print(f"{shape.label}: {total_flops / 1e9:.2f} GFLOP, {total_bytes / 1e6:.0f} MB moved")
+    copy_share = sum(c[2] for c in costs if c[1] == 0) / total_bytes  # bytes of the steps with no arithmetic
+    assert copy_share > 0.5
+    print(f"{shape.label}: {total_flops / 1e9:.2f} GFLOP, {total_bytes / 1e6:.0f} MB, {copy_share:.0%} in pure copies")
     for step, flops, nbytes in costs:
         intensity = flops / nbytes
         floor_ms = max(flops / rates["flops"], nbytes / rates["bytes"]) * 1e3
@@ -135,11 +145,12 @@ for shape in preset_shapes("biformer-t", 8):
         print(f"  {step:<18} {intensity:6.2f} FLOP/B  {bound:>7}-bound  floor {floor_ms:6.1f} ms")
 
 # %% [markdown]
-# Read the three stages top to bottom. The copies and the gather do no arithmetic at all; at stage 3
-# ($k = 16$) the gather alone moves more bytes than everything else together, and even the two matrix
-# products fall below the machine's balance: with 4-token regions every query row meets only
-# $k n = 64$ keys of width 32, too little work per byte loaded. That is what "the gather is memory-bound"
-# means, and why FLOPs do not predict the time.
+# Read the three stages top to bottom. The copies (regions, gather, head splits, back to the map) do no
+# arithmetic at all, and they move most of the bytes: about 60% at stage 1 and more than 75% at stage 3, where
+# $k = 16$ makes $K^g$ and $V^g$ sixteen times the size of K and V. Even the two matrix products sit near or
+# below the machine's balance: a region's queries meet only $k n = 64$ keys of head width 32 (stages 1-3 alike),
+# too little work per byte loaded. That is what "the gather is memory-bound" means, and why FLOPs do not
+# predict the time.
 #
 # The same bookkeeping predicts the **memory kept for the backward**. Autograd saves what each step needs
 # to differentiate it: the scaled queries, $K^g$ and $V^g$ ($k$ copies each) and the attention matrix. We
@@ -174,15 +185,15 @@ assert saved_by("lean") == predicted_lean
 # | backend | what it does | what it changes |
 # |---|---|---|
 # | `gather` | the paper's algorithm | the baseline every ratio is measured against |
-# | `sdpa` | copies each routed key/value *token* once, as a row, into region order; then PyTorch's fused `scaled_dot_product_attention` | no element-wise gather, no int64 index per element, no attention matrix in memory; autograd still saves $K^g, V^g$ |
+# | `sdpa` | copies each routed key/value *token* once, as a row, straight from the map into its gathered place (heads stay inside the channels); then PyTorch's fused `scaled_dot_product_attention` | no region copies, no head copies, no attention matrix in memory; autograd still saves $K^g, V^g$ |
 # | `dense` | fused SDPA over **all** tokens with the routed-region mask | $S^2/k$ times the FLOPs, but no gather and one large, efficient kernel: wins when regions are tiny |
-# | `lean` | `sdpa`'s forward in a custom autograd function that saves only q, k, v, the output and the softmax statistics | memory for the backward is $O(HW\,C)$; the backward re-gathers and **index-adds** the key/value gradients into their source tokens |
+# | `lean` | `sdpa`'s gathers and fused kernels (forward and backward) in a custom autograd function, a few dozen regions at a time | saves only q, k, v, the output and the softmax statistics: $O(HW\,C)$ for the backward; the backward re-gathers and **index-adds** the key/value gradients into their source tokens; the chunks keep the gathered tokens in cache |
 # | `flex` | FlexAttention with one block per routed region | nothing gathered at all: a compiled block-sparse kernel; forward only on CPU |
 #
-# The first change is the cheapest to see. The paper's gather broadcasts the region-ordered keys to
-# (B, S², S², n, C) and picks with `torch.gather`, element by element. But a routed region is just a list
-# of token numbers, so we can copy whole token rows (C contiguous numbers each) straight from the
-# (B, H, W, C) map, in the order the attention wants them, with one `index_select`:
+# The first change is the cheapest to see. The gather copies the key map into region order, then copies the
+# routed regions out of it, then splits the heads: three passes over (up to) $k$ copies of the keys. But a
+# routed region is just a list of token numbers, so we can copy whole token rows (C contiguous numbers each)
+# straight from the (B, H, W, C) map, in the order the attention wants them, with one `index_select`:
 
 
 # %%
@@ -195,18 +206,18 @@ def routed_token_rows(index, height, width, n_win):
 
 rows = routed_token_rows(index, 14, 14, 7)  # (B * S^2 * topk * n,)
 k_rows = k.detach().reshape(-1, 256).index_select(0, rows).view(2, 49, 16 * 4, 256)  # (B, S^2, topk*n, C)
-k_paper = gather_kv(to_regions(k.detach(), 7), index).reshape(2, 49, 16 * 4, 256)  # the paper's gather
-assert torch.equal(k_rows, k_paper)
+k_gather = gather_kv(to_regions(k.detach(), 7), index).reshape(2, 49, 16 * 4, 256)  # the gather backend's two copies
+assert torch.equal(k_rows, k_gather)
 assert torch.equal(rows, routed_token_index(index, 14, 14, 7))  # bralib's version
 assert torch.equal(k_rows, gather_tokens(k.detach(), rows, 49))
-print("token-row gather == paper's gather:", k_rows.shape)
+print("token-row gather == the gather backend's:", k_rows.shape)
 
 # %% [markdown]
 # The backward of that copy is the heart of `lean`. If row $j$ of the key map was copied into gathered
 # positions $i_1, i_2, \dots$, its gradient is the **sum** of the gradients of those positions. Writing
 # `grad[rows] += g` would be wrong (repeated rows keep only one contribution); `index_add_` sums them, and
-# needs nothing but the gathered gradient and the row numbers, never a buffer the size of the broadcast key
-# map. Exercise 9.3 asks you to write it.
+# needs nothing but the gathered gradient and the row numbers, never a buffer $k$ (or, for the released
+# code's `torch.gather`, $S^2$) times the size of the keys. Exercise 9.3 asks you to write it.
 
 # %%
 g_rows = torch.randn(rows.numel(), 256, dtype=torch.float64)

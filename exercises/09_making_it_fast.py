@@ -8,7 +8,9 @@ Fill in each function, then check it from the chapter's notebook or a terminal:
 import torch
 
 
-def gathered_kv_bytes(batch: int, height: int, width: int, channels: int, n_win: int, topk: int, itemsize: int = 4) -> int:
+def gathered_kv_bytes(
+    batch: int, height: int, width: int, channels: int, n_win: int, topk: int, itemsize: int = 4
+) -> int:
     """Bytes of the gathered keys *and* values that the paper's gather materialises, as an int.
 
     The maps are (batch, height, width, channels); height and width are multiples of n_win. The gather

@@ -36,17 +36,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON here")
     parser.add_argument("--figure", default=None, metavar="PATH", help="draw the figure here (default: JSON path .png)")
-    parser.add_argument("--update-auto", action="store_true", help="store the timings in measured.json for 'auto'")
+    parser.add_argument(
+        "--update-auto", action="store_true",
+        help="store the stage timings in measured.json for 'auto' (before --model, whose 'auto' then uses them)",
+    )  # fmt: skip
     parser.add_argument("--model", action="store_true", help="also time a whole model per backend")
     parser.add_argument("--model-name", default="biformer_tiny", help="model for --model (default: biformer_tiny)")
     parser.add_argument(
         "--model-backends", nargs="+", default=None, metavar="NAME",
         help="backends for --model (default: gather sdpa lean dense auto)",
     )  # fmt: skip
-    parser.add_argument("--compile", default="off", choices=("off", "on", "both"), help="torch.compile in --model")
+    parser.add_argument(
+        "--compile", default="off", choices=("off", "on", "both"),
+        help="torch.compile in --model: off (eager only), on (compiled only), both (default: off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile-backends", nargs="+", default=None, metavar="NAME",
+        help="with --compile on/both, compile only these --model backends (default: all; compiling a model takes "
+        "minutes on CPU)",
+    )  # fmt: skip
     parser.add_argument("--model-repeats", type=int, default=5, help="timed rounds in --model (default: 5)")
     parser.add_argument("--no-shapes", action="store_true", help="skip the per-stage part (only --model)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--report", default=None, metavar="JSON",
+        help="measure nothing: print the tables of a stored run (and redraw its figure with --figure)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
     from bralib.bench.model_bench import DEFAULT_MODEL_BACKENDS, bench_model
     from bralib.bench.ops_bench import DEFAULT_BACKENDS, bench_shape
     from bralib.bench.shapes import merge_duplicates, parse_custom, preset_shapes
-    from bralib.ops.backends import BACKENDS
+    from bralib.ops.backends import BACKENDS, auto
 
+    if args.report is not None:
+        return _report_stored(args.report, args.figure)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bralib bench: --device cuda, but torch.cuda.is_available() is False on this machine")
         return 2
@@ -100,11 +117,16 @@ def run(args: argparse.Namespace) -> int:
                     backward=args.backward, progress=progress,
                 )
             )  # fmt: skip
+        if args.update_auto and results["shapes"]:
+            # Before the whole-model part, so that its "auto" already chooses from this run's measurements.
+            print(f"wrote {report.update_measured(results)}")
+            auto.reload_measured()
         if args.model:
             modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
             results["model"] = bench_model(
                 args.model_name, tuple(args.model_backends or DEFAULT_MODEL_BACKENDS), device=device,
                 train_batch=batch, compile_modes=modes, repeats=args.model_repeats, warmup=1, progress=progress,
+                compile_backends=None if args.compile_backends is None else tuple(args.compile_backends),
             )  # fmt: skip
     results["load_after"] = load_average()
     print(report.report(results))
@@ -120,6 +142,23 @@ def run(args: argparse.Namespace) -> int:
         matplotlib.use("Agg")
         report.draw_figure(results).savefig(figure_path, dpi=120)
         print(f"wrote {figure_path}")
-    if args.update_auto and results["shapes"]:
-        print(f"wrote {report.update_measured(results)}")
+    return 0
+
+
+def _report_stored(path: str, figure_path: str | None) -> int:
+    """``--report``: the printed report of a stored run, and its figure redrawn where asked."""
+    from bralib.bench import report
+
+    try:
+        results = report.load_results(path)
+    except (OSError, ValueError) as err:
+        print(f"bralib bench: cannot read {path}: {err}")
+        return 2
+    print(report.report(results))
+    if figure_path and results["shapes"]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        report.draw_figure(results).savefig(figure_path, dpi=120)
+        print(f"wrote {figure_path}")
     return 0

@@ -43,9 +43,12 @@ def bench_model(
     warmup: int = 1,
     progress: Any = None,
     model_overrides: dict[str, Any] | None = None,
+    compile_backends: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Median ms of a training step (batch ``train_batch``) and of batch-1 inference, per backend and mode.
 
+    ``compile_modes``: eager (False) and/or ``torch.compile`` (True). ``compile_backends``: the backends that
+    get the compiled mode (default: all of ``backends``); the others run eager only.
     ``model_overrides`` go to :func:`bralib.create_model` (e.g. a smaller architecture for a quick check).
     """
     import bralib
@@ -57,7 +60,7 @@ def bench_model(
     single = images[:1].clone()
     result: dict[str, Any] = {
         "model": model_name, "train_batch": train_batch, "image_size": image_size, "repeats": repeats,
-        "threads": torch.get_num_threads(), "train_ms": {}, "infer_ms": {},
+        "threads": torch.get_num_threads(), "train_ms": {}, "infer_ms": {}, "train_cpu_ms": {}, "infer_cpu_ms": {},
         "train_ms_all": {}, "infer_ms_all": {}, "first_call_s": {}, "saved_bytes": {}, "skipped": {}, "errors": {},
     }  # fmt: skip
     tasks = {}
@@ -68,7 +71,8 @@ def bench_model(
         trains = name == "auto" or BACKENDS[name].problem(device.type, torch.float32, needs_grad=True) is None
         if not trains:
             result["skipped"][f"{name} (train)"] = BACKENDS[name].problem(device.type, torch.float32, needs_grad=True)
-        for compiled in compile_modes:
+        modes = [c for c in compile_modes if not c or compile_backends is None or name in compile_backends]
+        for compiled in modes:
             label = f"{name}{' compiled' if compiled else ''}"
             train_model = copy.deepcopy(base)
             set_backend(train_model, name)
@@ -94,12 +98,13 @@ def bench_model(
     if progress is not None:
         progress.total = (progress.total or 0) + len(tasks) * (repeats + warmup)
         progress.set_description(f"{model_name} (whole model)")
-    wall, _, errors = interleaved(tasks, device=device, repeats=repeats, warmup=warmup, progress=progress)
+    wall, cpu, errors = interleaved(tasks, device=device, repeats=repeats, warmup=warmup, progress=progress)
     for (label, mode), message in errors.items():
         result["errors"][f"{label} ({mode})"] = message
     for (label, mode), times in wall.items():
         result[f"{mode}_ms"][label] = round(median(times), 3)
         result[f"{mode}_ms_all"][label] = [round(t, 3) for t in times]
+        result[f"{mode}_cpu_ms"][label] = round(median(cpu[(label, mode)]), 3)
     return result
 
 

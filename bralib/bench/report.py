@@ -82,6 +82,89 @@ def _ratio(base: float | None, value: float | None) -> float | None:
     return None if base is None or value is None else base / value
 
 
+# The CPU targets of the speed issue: (what, shapes it applies to, metric, threshold, at least / at most).
+TARGET_STAGES = {"stage 1": (56, 64, 2, 1), "stage 2": (28, 128, 4, 4), "stage 3": (14, 256, 8, 16)}
+CPU_TARGETS = (
+    ("forward speed-up", ("stage 1", "stage 2"), "forward", 2.0),
+    ("fwd+bwd speed-up", ("stage 1", "stage 2"), "train", 1.5),
+    ("saved activations", ("stage 1", "stage 2", "stage 3"), "saved", 0.5),
+)
+MODEL_TARGET = 1.3  # BiFormer-T training step, speed-up of the best backend
+
+
+def _stage_of(record: dict[str, Any]) -> str | None:
+    """Which BiFormer-T BRA stage (at 224x224) a shape record is, if any."""
+    key = (record["height"], record["c_qk"], record["num_heads"], record["topk"])
+    matches = [name for name, stage in TARGET_STAGES.items() if stage == key and record["width"] == record["height"]]
+    return matches[0] if matches else None
+
+
+def _best(values: dict[str, float], base: float | None, lower_is_better: bool = True) -> tuple[str, float] | None:
+    """(backend, ratio against ``base``) of the best backend other than the baseline: speed-up or memory ratio."""
+    rivals = {name: value for name, value in values.items() if name != BASELINE and value}
+    if not rivals or not base:
+        return None
+    name = min(rivals, key=rivals.get) if lower_is_better else max(rivals, key=rivals.get)
+    return name, base / rivals[name]
+
+
+def target_table(results: dict[str, Any]) -> str:
+    """The CPU targets, side by side with what this run measured (wall-clock ratios; CPU-time ratios beside them).
+
+    Empty when the run was not on CPU or has none of the BiFormer-T shapes the targets are about.
+    """
+    if results.get("device") != "cpu":
+        return ""
+    stages = {_stage_of(r): r for r in results.get("shapes", []) if _stage_of(r)}
+    rows = []
+    for what, names, metric, threshold in CPU_TARGETS:
+        for stage_name in names:
+            record = stages.get(stage_name)
+            if record is None:
+                continue
+            if metric == "saved":
+                saved = record["saved_bytes"]
+                rivals = {n: b for n, b in saved.items() if n != BASELINE}
+                if not rivals or not saved.get(BASELINE):
+                    continue
+                name = min(rivals, key=rivals.get)
+                ratio = rivals[name] / saved[BASELINE]
+                rows.append(
+                    (what, stage_name, name, f"{ratio:.2f}x", "(bytes)", f"<= {threshold}x", ratio <= threshold)
+                )
+                continue
+            wall, cpu = record[f"{metric}_ms"], record.get(f"{metric}_cpu_ms", {})
+            best = _best(wall, wall.get(BASELINE))
+            if best is None:
+                continue
+            name, ratio = best
+            cpu_ratio = _ratio(cpu.get(BASELINE), cpu.get(name))
+            cpu_text = "" if cpu_ratio is None else f"{cpu_ratio:.2f}x"
+            rows.append((what, stage_name, name, f"{ratio:.2f}x", cpu_text, f">= {threshold}x", ratio >= threshold))
+    model = results.get("model")
+    if model and model.get("train_ms"):
+        eager = {n: ms for n, ms in model["train_ms"].items() if not n.endswith(" compiled")}
+        best = _best(eager, eager.get(BASELINE))
+        if best is not None:
+            name, ratio = best
+            cpu = model.get("train_cpu_ms", {})
+            cpu_ratio = _ratio(cpu.get(BASELINE), cpu.get(name))
+            cpu_text = "" if cpu_ratio is None else f"{cpu_ratio:.2f}x"
+            rows.append(("training step", model["model"], name, f"{ratio:.2f}x", cpu_text, f">= {MODEL_TARGET}x",
+                         ratio >= MODEL_TARGET))  # fmt: skip
+    if not rows:
+        return ""
+    lines = [
+        "CPU targets (best backend against gather; met or not on the wall-clock ratio):",
+        f"  {'target':<19}{'where':<15}{'best':<8}{'wall':>7}{'CPU time':>10}{'target':>9}  met",
+    ]
+    for what, where, name, wall_text, cpu_text, target, met in rows:
+        lines.append(
+            f"  {what:<19}{where:<15}{name:<8}{wall_text:>7}{cpu_text:>10}{target:>9}  {'yes' if met else 'NO'}"
+        )
+    return "\n".join(lines)
+
+
 def report(results: dict[str, Any]) -> str:
     """The whole printed report: where it ran, then one table per shape, then the model table."""
     load = results.get("load_before"), results.get("load_after")
@@ -99,6 +182,9 @@ def report(results: dict[str, Any]) -> str:
         lines += [shape_table(record), ""]
     if results.get("model"):
         lines += [model_table(results["model"]), ""]
+    targets = target_table(results)
+    if targets:
+        lines += [targets, ""]
     return "\n".join(lines)
 
 
@@ -128,19 +214,24 @@ def draw_figure(results: dict[str, Any], title: str | None = None):
         ("forward+backward: speed-up vs gather", lambda r, n: speedup(r["train_ms"], n)),
         ("saved activations: x gather (lower is better)", lambda r, n: memory_ratio(r["saved_bytes"], n)),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    # The CPU targets as dashed lines (forward >= 2x, forward+backward >= 1.5x, saved <= 0.5x of the gather).
+    targets = {metric: threshold for _, _, metric, threshold in CPU_TARGETS} if results["device"] == "cpu" else {}
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.0))
     x = np.arange(len(records))
     width = 0.8 / max(len(names), 1)
-    for ax, (panel_title, value_of) in zip(axes, panels, strict=True):
+    for ax, (panel_title, value_of), metric in zip(axes, panels, ("forward", "train", "saved"), strict=True):
         for i, name in enumerate(names):
             values = [value_of(r, name) for r in records]
             heights = [v if v is not None else np.nan for v in values]
             ax.bar(x + (i - (len(names) - 1) / 2) * width, heights, width, label=name)
         ax.axhline(1.0, color="black", linewidth=0.8)
+        if metric in targets:
+            ax.axhline(targets[metric], color="gray", linestyle="--", linewidth=1.0, label="CPU target")
         ax.set_yscale("log")
         ax.set_xticks(x, [r["label"].replace("stage", "\nstage") for r in records], fontsize=8)
         ax.set_title(panel_title, fontsize=10)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     machine = results["machine"]
     fig.suptitle(
         title
@@ -148,7 +239,7 @@ def draw_figure(results: dict[str, Any], title: str | None = None):
         f"{machine.get('torch_threads')} threads), {results.get('date', '')}",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 

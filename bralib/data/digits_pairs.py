@@ -1,17 +1,25 @@
 """``digits-pairs``: a small offline task that needs long-range relations, built from scikit-learn's digits.
 
-Every image is a 64x64 RGB canvas holding
+Every image is a 64x64 RGB canvas holding two **key digits** far apart (centres at least half the
+canvas side apart), ``distractors`` other digits (2 by default), ``strokes`` grey line segments and
+faint noise. The label is a relation between the two key digits:
 
-* two **key digits**, drawn in white, far apart (centres at least half the canvas side apart);
-* ``distractors`` other digits, each tinted one colour (so they are told apart from key digits by
-  their own pixels, not by where they are);
-* ``strokes`` random line segments and faint noise.
+* ``"partner"`` (the default, 10 classes). The first key digit, the **cue**, has a small white dot
+  by its top-left corner; the second, its **partner**, has the cue's tint; every distractor has a tint of its own.
+  The label is the partner's digit. Where the partner is, and so which of the unmarked digits the
+  label is about, only shows from the cue's colour half a canvas away: a region must find the one
+  far-away region that looks like the cue and read it.
+* ``"cue"`` (10 classes): the same images as ``"partner"`` (for the same seed, pixel for pixel), but
+  labelled by the marked cue's own digit: a *local* task, the control. A model that solves ``"cue"``
+  reads marked digits; only ``"partner"`` asks it to find a far-away one. It also makes a cheap
+  pretraining task: recognising digits is most of the work, and ``"cue"`` teaches it directly.
+* ``"same"`` (2 classes: 1 if the key digits show the same digit) and ``"sum-mod-10"`` (10 classes:
+  their sum modulo 10). Here both key digits are white and the distractors tinted.
 
-The label is a relation between the two key digits: ``"same"`` (2 classes: 1 if they show the same
-digit) or ``"sum-mod-10"`` (10 classes: the sum of the two digits modulo 10). Neither digit alone
-says anything about the label: a model must recognise both and bring the two together. A region
-that holds one key digit must exchange information with a region half a canvas away; a
-local-window attention can only pass it on step by step, while routing can send it there in one step.
+Neither key digit alone gives the label (for ``"partner"``: the partner alone is not told apart from
+the distractors), so a model must bring together two places half a canvas apart. A local-window
+attention can only pass that on region by region, through depth; routing can send a region straight
+to the other key digit. Chapter 8 measures how often a trained BiFormer's routing does.
 
 Digits are the 8x8 images of ``sklearn.datasets.load_digits`` (1,797 handwritten digits),
 upsampled 2x to 16x16. A fixed split assigns 80 % of them to ``train`` and 20 % to ``val``: the two
@@ -30,7 +38,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-RELATIONS = {"partner": 10, "same": 2, "sum-mod-10": 10}
+RELATIONS = {"partner": 10, "cue": 10, "same": 2, "sum-mod-10": 10}
+MARKED = ("partner", "cue")  # relations drawn with a marked cue and a same-tinted partner
+MARK, MARK_GAP = 2, 1  # the cue's mark: a 2x2 white dot, 1 pixel up and left of the digit's box
 SPLITS = ("train", "val")
 DEFAULT_SIZES = {"train": 3072, "val": 1024}
 # Tints of the distractor digits: saturated colours, never white.
@@ -49,7 +59,7 @@ class Digit:
     digit: int
     source: int
     tint: tuple[float, float, float]
-    framed: bool = False  # a white square outline around it (the cue of the "partner" relation)
+    marked: bool = False  # a white dot by its top-left corner (the cue of "partner" and "cue")
 
     @property
     def center(self) -> tuple[float, float]:
@@ -126,12 +136,13 @@ def _draw_line(canvas: np.ndarray, y0: float, x0: float, y1: float, x1: float, c
     canvas[:, ys, xs] = np.maximum(canvas[:, ys, xs], color[:, None])
 
 
-def _draw_frame(canvas: np.ndarray, top: int, left: int, size: int) -> None:
-    """A white 1-pixel square outline, clipped to the canvas."""
-    last = canvas.shape[1] - 1
-    t, l, b, r = max(top, 0), max(left, 0), min(top + size - 1, last), min(left + size - 1, last)
-    canvas[:, t, l : r + 1] = canvas[:, b, l : r + 1] = 1.0
-    canvas[:, t : b + 1, l] = canvas[:, t : b + 1, r] = 1.0
+def _draw_mark(canvas: np.ndarray, top: int, left: int) -> None:
+    """The cue's mark: a white MARK x MARK dot just outside the top-left corner of the box at (top, left).
+
+    A dot rather than a frame: an outline around the digit made biformer_nano's training stall for
+    hundreds of steps (measured while designing this task), a dot beside it did not.
+    """
+    canvas[:, top - MARK_GAP - MARK : top - MARK_GAP, left - MARK_GAP - MARK : left - MARK_GAP] = 1.0
 
 
 class DigitsPairs(torch.utils.data.Dataset):
@@ -141,9 +152,12 @@ class DigitsPairs(torch.utils.data.Dataset):
         split: ``"train"`` or ``"val"`` (disjoint source digits).
         size: number of images; default 3,072 for train and 1,024 for val.
         seed: all randomness of the layouts derives from (seed, split, index).
-        relation: ``"same"`` (2 classes) or ``"sum-mod-10"`` (10 classes).
+        relation: ``"partner"`` (10 classes: the digit of the marked cue's same-tinted partner),
+            ``"cue"`` (10 classes: the marked cue's own digit, same images as ``"partner"``),
+            ``"same"`` (2 classes: are the two white key digits equal) or ``"sum-mod-10"`` (10 classes).
         canvas: side of the square image in pixels (>= 48).
-        distractors: tinted digits besides the two key digits.
+        distractors: tinted digits besides the two key digits (for ``"partner"``: never the keys' tint, and
+            all different from each other up to 5).
         strokes: random line segments per image.
         min_distance: smallest distance between the key digits' centres; default ``canvas / 2``.
     """
@@ -164,6 +178,8 @@ class DigitsPairs(torch.utils.data.Dataset):
             raise ValueError(f"relation must be one of {list(RELATIONS)}, got {relation!r}")
         if canvas < 48:
             raise ValueError(f"canvas must be at least 48 pixels to hold two far-apart 16-pixel digits, got {canvas}")
+        if distractors < 0 or strokes < 0:
+            raise ValueError(f"distractors and strokes must be >= 0, got {distractors} and {strokes}")
         size = DEFAULT_SIZES[split] if size is None and split in DEFAULT_SIZES else size
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive integer, got {size!r}")
@@ -192,14 +208,14 @@ class DigitsPairs(torch.utils.data.Dataset):
             pool = self.by_digit[second][self.by_digit[second] != a]  # never the same drawing twice
             return [a, int(rng.choice(pool))], int(same)
         a, b = (int(i) for i in rng.integers(len(self.images), size=2))
-        if self.relation == "partner":
-            return [a, b], int(self.digit_labels[b])
+        if self.relation in MARKED:  # the same draws for both: "cue" and "partner" images are identical
+            return [a, b], int(self.digit_labels[b if self.relation == "partner" else a])
         return [a, b], int((self.digit_labels[a] + self.digit_labels[b]) % 10)
 
-    def _far_apart(self, rng: np.random.Generator, count: int, span: int) -> np.ndarray:
-        """(count, 2) top-left corners whose pairwise distances are all >= min_distance (rejection sampling)."""
-        while True:
-            corners = rng.integers(0, span + 1, size=(count, 2))
+    def _far_apart(self, rng: np.random.Generator, count: int, span: int, low: int = 0) -> np.ndarray:
+        """(count, 2) top-left corners in [low, span] whose pairwise distances are all >= min_distance."""
+        while True:  # rejection sampling
+            corners = rng.integers(low, span + 1, size=(count, 2))
             distances = np.hypot(*(corners[:, None] - corners[None]).transpose(2, 0, 1))
             if distances[np.triu_indices(count, 1)].min() >= self.min_distance:
                 return corners
@@ -213,15 +229,17 @@ class DigitsPairs(torch.utils.data.Dataset):
         sources, label = self._key_digits(rng)
         side = self.images.shape[-1]
         span = self.canvas - side
-        corners = self._far_apart(rng, len(sources), span)
-        tint_order = rng.permutation(len(TINTS))  # "partner": keys share the first tint, distractors differ
-        key_tint = tuple(float(c) for c in TINTS[tint_order[0]]) if self.relation == "partner" else (1.0, 1.0, 1.0)
+        marked = self.relation in MARKED
+        room = MARK + MARK_GAP if marked else 0  # the cue's mark must fit on the canvas
+        corners = self._far_apart(rng, len(sources), span, low=room)
+        tint_order = rng.permutation(len(TINTS))  # marked relations: keys share the first tint, distractors differ
+        key_tint = tuple(float(c) for c in TINTS[tint_order[0]]) if marked else (1.0, 1.0, 1.0)
         keys = tuple(
             Digit(int(top), int(left), side, int(self.digit_labels[source]), source, key_tint,
-                  framed=self.relation == "partner" and i == 0)
+                  marked=marked and i == 0)
             for i, ((top, left), source) in enumerate(zip(corners, sources, strict=True))
         )  # fmt: skip
-        placed = [(d.top, d.left, side) for d in keys]
+        placed = [(d.top - room, d.left - room, side + room) if d.marked else (d.top, d.left, side) for d in keys]
         distractors = []
         for i in range(self.n_distractors):
             for _attempt in range(50):  # a free spot; a crowded canvas may hold fewer distractors
@@ -231,8 +249,7 @@ class DigitsPairs(torch.utils.data.Dataset):
             else:
                 continue
             source = int(rng.integers(len(self.images)))
-            partner = self.relation == "partner"
-            tint_index = tint_order[1 + i % (len(TINTS) - 1)] if partner else rng.integers(len(TINTS))
+            tint_index = tint_order[1 + i % (len(TINTS) - 1)] if marked else rng.integers(len(TINTS))
             tint = tuple(float(c) for c in TINTS[tint_index])
             distractors.append(Digit(top, left, side, int(self.digit_labels[source]), source, tint))
             placed.append((top, left, side))
@@ -252,8 +269,8 @@ class DigitsPairs(torch.utils.data.Dataset):
             patch = self.images[digit.source][None] * np.asarray(digit.tint, dtype=np.float32)[:, None, None]
             window = image[:, digit.top : digit.top + digit.size, digit.left : digit.left + digit.size]
             np.maximum(window, patch, out=window)
-            if digit.framed:
-                _draw_frame(image, digit.top - 1, digit.left - 1, digit.size + 2)
+            if digit.marked:
+                _draw_mark(image, digit.top, digit.left)
         return np.clip(image, 0.0, 1.0)
 
     def sample(self, index: int, variant: int = 0) -> tuple[torch.Tensor, int]:

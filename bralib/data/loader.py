@@ -57,6 +57,8 @@ def build_datasets(
     val_size: int | None = None,
     seed: int = 0,
     relation: str = "partner",
+    distractors: int = 2,
+    strokes: int = 3,
     randaugment_ops: int = 2,
     randaugment_magnitude: float = 9.0,
     random_erasing: float = 0.0,
@@ -64,11 +66,10 @@ def build_datasets(
     """``data`` is ``"digits-pairs"`` or a directory with ``train/`` and ``val/`` ImageFolder trees.
 
     digits-pairs images are 64x64. Training draws new layouts every epoch (same source digits, new
-    positions, distractors and strokes: ``train_size`` images per epoch, never the same twice), plus a
-    horizontal flip; random crops would cut away the digits the label is about. Validation images are
-    fixed. Image folders get the
-    ImageNet recipe: random-resized crop + flip + RandAugment (+ random erasing) for training, resize + centre crop for
-    evaluation.
+    positions, distractors and strokes: ``train_size`` images per epoch, never the same twice) and no
+    other augmentation: random crops would cut away the digits the label is about, and a mirrored digit
+    is another glyph. Validation images are fixed. Image folders get the ImageNet recipe: random-resized
+    crop + flip + RandAugment (+ random erasing) for training, resize + centre crop for evaluation.
     """
     if data == "digits-pairs":
         from bralib.data.digits_pairs import DigitsPairs
@@ -76,10 +77,10 @@ def build_datasets(
         if image_size != 64:
             raise ValueError(f"digits-pairs images are 64x64; set image_size=64 (got {image_size})")
         normalize = T.Normalize(DIGITS_MEAN, DIGITS_STD)
-        train = DigitsPairs("train", train_size, seed=seed, relation=relation)
-        val = DigitsPairs("val", val_size, seed=seed, relation=relation)
+        layout = dict(seed=seed, relation=relation, distractors=distractors, strokes=strokes)
+        train, val = DigitsPairs("train", train_size, **layout), DigitsPairs("val", val_size, **layout)
         return DataSpec(
-            SeededTransform(train, T.Compose([T.RandomHorizontalFlip(), normalize]), fresh_samples=True),
+            SeededTransform(train, normalize, fresh_samples=True),
             SeededTransform(val, normalize),
             train.num_classes,
             64,

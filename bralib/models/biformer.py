@@ -20,6 +20,7 @@ trained that way, so matching it is what makes them give their outputs; see ``br
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
@@ -102,8 +103,9 @@ def _released(dims, depths, heads, **kwargs) -> BiFormerConfig:
 
 # Table 6 of the paper walks from Swin-T's layout (with BRA in place of shifted windows) to BiFormer-S, one
 # change per row. The first row is the released code's "BiFormer-STL" (biformer_stl.py): Swin-T's depths and
-# widths, a 4x4 patchify stem and BN + 2x2-conv patch merging, MLP ratio 4, no position encoding.
-_SWIN_LAYOUT = dict(dims=(96, 192, 384, 768), depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), topks=(1, 4, 16, None),
+# widths, a 4x4 patchify stem and BN + 2x2-conv patch merging, MLP ratio 4, no position encoding, 32 channels per
+# head in the BRA stages and 8 heads in stage 4's global attention (its default there).
+_SWIN_LAYOUT = dict(dims=(96, 192, 384, 768), depths=(2, 2, 6, 2), heads=(3, 6, 12, 8), topks=(1, 4, 16, None),
                     mlp_ratio=4.0, stem="patchify", downsample="patch_merging", pos_conv=0)  # fmt: skip
 _DEEPER_LAYOUT = dict(dims=(64, 128, 256, 512), depths=(4, 4, 18, 4), heads=(2, 4, 8, 8), topks=(1, 4, 16, None))
 
@@ -114,17 +116,29 @@ MODEL_CONFIGS: dict[str, BiFormerConfig] = {
     "biformer_base": _released((96, 192, 384, 768), (4, 4, 18, 4), (3, 6, 12, 8), note="BiFormer-B (Table 1)"),
     # --- teaching and testing: the same design, small enough for a laptop CPU; paper's attention scale
     "biformer_nano": BiFormerConfig(
-        dims=(32, 64, 128, 160), depths=(1, 1, 2, 1), heads=(1, 2, 4, 5), topks=(4, 4, 2, None), n_win=(4, 4, 2, 1),
-        scale_mode="paper", input_size=64,
+        dims=(32, 64, 128, 160),
+        depths=(1, 1, 2, 1),
+        heads=(1, 2, 4, 5),
+        topks=(4, 4, 2, None),
+        n_win=(4, 4, 2, 1),
+        scale_mode="paper",
+        input_size=64,
         note="64x64 inputs (maps 16, 8, 4, 2): 0.94M parameters with 10 classes, trains on 2 CPU cores",
-    ),  # fmt: skip
+    ),
     "biformer_micro": BiFormerConfig(
-        dims=(32, 64, 128, 256), depths=(1, 1, 3, 1), heads=(1, 2, 4, 8), topks=(4, 8, 16, None), n_win=7,
-        scale_mode="paper", input_size=112,
+        dims=(32, 64, 128, 256),
+        depths=(1, 1, 3, 1),
+        heads=(1, 2, 4, 8),
+        topks=(4, 8, 16, None),
+        n_win=7,
+        scale_mode="paper",
+        input_size=112,
         note="112x112 inputs (maps 28, 14, 7, 4): BiFormer-T's design at half resolution, 1.9M parameters",
-    ),  # fmt: skip
+    ),
     # --- Table 6: the ablation path from the Swin-T layout to BiFormer-S
-    "table6_swin_layout": BiFormerConfig(**_SWIN_LAYOUT, note="Table 6 row 1: Swin-T layout with BRA (29M, 4.6G)"),
+    "table6_swin_layout": BiFormerConfig(
+        **_SWIN_LAYOUT, note="Table 6 row 1: Swin-T layout with BRA (paper 29M, 4.6G; README of the release 28.4M)"
+    ),
     "table6_overlapped_embed": BiFormerConfig(
         **{**_SWIN_LAYOUT, "stem": "overlapped", "downsample": "conv3x3"},
         note="Table 6 row 2: + overlapped patch embedding (31M, 4.9G)",
@@ -348,20 +362,31 @@ class BiFormer(nn.Module):
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0 (0: no classifier), got {num_classes}")
         self.config, self.num_classes, self.features_only = config, num_classes, features_only
+        self.in_chans, self.auto_pad = in_chans, auto_pad
         dims = config.dims
         stem = OverlappedStem if config.stem == "overlapped" else PatchifyStem
         self.stem = stem(in_chans, dims[0])
         downsample = ConvDownsample if config.downsample == "conv3x3" else PatchMerging
-        rates = torch.linspace(0, drop_path_rate, config.num_blocks).tolist()  # one per block, growing linearly
+        # One rate per block, growing linearly from 0; plain Python so the model also builds on the meta device.
+        rates = [drop_path_rate * i / max(config.num_blocks - 1, 1) for i in range(config.num_blocks)]
         self.stages = nn.ModuleList()
         for i, (dim, depth) in enumerate(zip(dims, config.depths, strict=True)):
             first = sum(config.depths[:i])
             blocks = [
                 BiFormerBlock(
-                    dim, config.heads[i], config.topks[i], n_win=config.n_wins[i], mlp_ratio=config.mlp_ratio,
-                    drop_path=rates[first + j], pos_conv=config.pos_conv, local_kernel=config.local_kernel,
-                    scale_mode=config.scale_mode, route_from=config.route_from, auto_pad=auto_pad, backend=backend,
-                )  # fmt: skip
+                    dim,
+                    config.heads[i],
+                    config.topks[i],
+                    n_win=config.n_wins[i],
+                    mlp_ratio=config.mlp_ratio,
+                    drop_path=rates[first + j],
+                    pos_conv=config.pos_conv,
+                    local_kernel=config.local_kernel,
+                    scale_mode=config.scale_mode,
+                    route_from=config.route_from,
+                    auto_pad=auto_pad,
+                    backend=backend,
+                )
                 for j in range(depth)
             ]
             self.stages.append(BiFormerStage(downsample(dims[i - 1], dim) if i else None, blocks))
@@ -379,8 +404,10 @@ class BiFormer(nn.Module):
         self, x: torch.Tensor, return_routing: bool = False
     ) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[Routing]]:
         """(B, in_chans, H, W) -> the four stages' NCHW maps (and, if asked, every BRA block's :class:`Routing`)."""
-        if x.ndim != 4:
-            raise ValueError(f"x must be an image batch (B, C, H, W), got shape {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"x must be an image batch (B, {self.in_chans}, H, W), got shape {tuple(x.shape)}")
+        if not self.auto_pad:
+            self._check_size(x.shape[2], x.shape[3])
         x = self.stem(x)
         maps, routes = [], []
         for i, stage in enumerate(self.stages):
@@ -393,6 +420,22 @@ class BiFormer(nn.Module):
                 x = stage(x)
             maps.append(x)
         return (maps, routes) if return_routing else maps
+
+    def _check_size(self, height: int, width: int) -> None:
+        """Without ``auto_pad`` every BRA stage's map must split into n_win x n_win regions: say so up front."""
+        config = self.config
+        for stage, (topk, n_win) in enumerate(zip(config.topks, config.n_wins, strict=True)):
+            if topk is None:
+                continue
+            stride = 4 * 2**stage  # every downsampling rounds up: the map is ceil(H / stride) x ceil(W / stride)
+            map_h, map_w = -(-height // stride), -(-width // stride)
+            if map_h % n_win or map_w % n_win:
+                raise ValueError(
+                    f"a {height}x{width} input gives stage {stage + 1} a {map_h}x{map_w} map, which does not split "
+                    f"into {n_win}x{n_win} regions; use sides that are multiples of {_bra_multiple(config)} "
+                    f"(e.g. {config.input_size}), or build the model with auto_pad=True "
+                    "(create_model(name, auto_pad=True)) to pad each map and crop the result"
+                )
 
     def forward_features(
         self, x: torch.Tensor, return_routing: bool = False
@@ -417,6 +460,15 @@ class BiFormer(nn.Module):
         if self.features_only:
             return self.forward_stages(x)
         return self.forward_head(self.forward_features(x))
+
+
+def _bra_multiple(config: BiFormerConfig) -> int:
+    """The input sides that need no padding are the multiples of this number."""
+    multiple = 1
+    for stage, (topk, n_win) in enumerate(zip(config.topks, config.n_wins, strict=True)):
+        if topk is not None:
+            multiple = math.lcm(multiple, n_win * 4 * 2**stage)
+    return multiple
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -9,11 +9,12 @@ from typing import Any
 
 from bralib.models.biformer import CONFIG_KEYS, MODEL_CONFIGS, BiFormer
 
-# Variants whose weights the authors released (rayleizhu/BiFormer, README), with their file names.
+# Variants whose ImageNet-1K weights the authors released (rayleizhu/BiFormer, README's "model" links), with
+# the file name the official code saves them under when it fetches them (torch.hub).
 OFFICIAL_CHECKPOINTS = {
-    "biformer_tiny": "biformer_tiny_in1k.pth",
-    "biformer_small": "biformer_small_in1k.pth",
-    "biformer_base": "biformer_base_in1k.pth",
+    "biformer_tiny": ("BiFormer-T", "biformer_tiny_in1k.pth"),
+    "biformer_small": ("BiFormer-S", "biformer_small_in1k.pth"),
+    "biformer_base": ("BiFormer-B", "biformer_base_in1k.pth"),
 }
 MODEL_KEYS = ("in_chans", "auto_pad", "backend", "features_only")
 
@@ -77,10 +78,11 @@ def _as_tuple(value: Any) -> Any:
 def _cannot_fetch(name: str) -> str:
     if name not in OFFICIAL_CHECKPOINTS:
         return f"pretrained=True: no official weights exist for {name!r}; released: {', '.join(OFFICIAL_CHECKPOINTS)}"
-    file = OFFICIAL_CHECKPOINTS[name]
+    title, file = OFFICIAL_CHECKPOINTS[name]
     return (
         f"pretrained=True: bralib does not download weights (the official checkpoints live on cloud drives "
-        f"whose links change). Download {file} via the links in the README of github.com/rayleizhu/BiFormer, "
-        f"then pass the file: create_model({name!r}, pretrained='path/to/{file}'), or "
+        f"whose links change). Download the {title} ImageNet-1K checkpoint via its 'model' link in the README of "
+        f"github.com/rayleizhu/BiFormer (the official code saves it as {file}), then pass the file: "
+        f"create_model({name!r}, pretrained='path/to/{file}'), or "
         f"bralib.models.load_official_weights(model, 'path/to/{file}')."
     )

@@ -9,7 +9,9 @@ Checkpoints are read with ``torch.load(..., weights_only=True)``: tensors only, 
 
 from __future__ import annotations
 
+import argparse
 import os
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,10 +104,32 @@ def _check_layout(model: nn.Module) -> BiFormer:
     return model
 
 
-def to_official_state_dict(model: BiFormer) -> dict[str, torch.Tensor]:
-    """``model``'s weights under the released code's names, in the same order (tensors shared, not copied).
+# Where each official module comes in the released model's state dict: it builds all downsampling layers
+# first, then the stages, then the head; inside a block pos_embed, norm1, attn, norm2, mlp; inside BRA the
+# LCE conv (lepe) before qkv and wo, inside stage 4's attention qkv, proj, lepe.
+_TOP_ORDER = {"downsample_layers": 0, "stages": 1, "norm": 2, "head": 3}
+_BLOCK_ORDER = ("pos_embed", "norm1", "attn", "norm2", "mlp")
+_ATTN_ORDER = {"bra": ("lepe", "qkv", "wo"), "global": ("qkv", "proj", "lepe")}
 
-    ``load_official_weights(other, to_official_state_dict(model))`` gives ``other`` the weights of ``model``.
+
+def _official_rank(key: str, model: BiFormer) -> tuple:
+    parts = key.split(".")
+    rank: list = [_TOP_ORDER[parts[0]]]
+    if parts[0] == "downsample_layers":
+        rank += [int(parts[1]), int(parts[2])]
+    elif parts[0] == "stages":
+        rank += [int(parts[1]), int(parts[2]), _BLOCK_ORDER.index(parts[3])]
+        if parts[3] == "attn":
+            rank.append(_ATTN_ORDER[_stage_kind(model, parts[1])].index(parts[4]))
+    return tuple(rank)
+
+
+def to_official_state_dict(model: BiFormer) -> dict[str, torch.Tensor]:
+    """``model``'s weights under the released code's names and in its order (tensors shared, not copied).
+
+    ``load_official_weights(other, to_official_state_dict(model))`` gives ``other`` the weights of ``model``,
+    and ``to_official_state_dict(load_official_weights(model, official))`` equals ``official`` key for key,
+    in the same order.
     """
     _check_layout(model)
     state = {}
@@ -114,7 +138,8 @@ def to_official_state_dict(model: BiFormer) -> dict[str, torch.Tensor]:
         if name is None:  # every bralib module has a row; reaching this means the table is out of date
             raise RuntimeError(f"bralib key {key!r} has no official name in bralib.models.weights.KEY_TABLE")
         state[name] = value
-    return state
+    # A stable sort: parameters and buffers of one module keep PyTorch's order (weight, bias, running_mean, ...).
+    return dict(sorted(state.items(), key=lambda item: _official_rank(item[0], model)))
 
 
 def read_checkpoint(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
@@ -123,7 +148,17 @@ def read_checkpoint(source: str | os.PathLike | Mapping) -> dict[str, torch.Tens
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
-        source = torch.load(path, weights_only=True, map_location="cpu")
+        try:
+            # Training checkpoints of the released code also store its command-line arguments, an
+            # argparse.Namespace (a plain bag of attributes): allow that one class, nothing else.
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                source = torch.load(path, weights_only=True, map_location="cpu")
+        except pickle.UnpicklingError as err:
+            raise OfficialWeightsError(
+                f"{str(path)!r} holds Python objects other than tensors, which bralib does not unpickle "
+                f"(torch.load(weights_only=True) refused it: {_refusal(err)}). If you trust the file, "
+                "load it yourself with torch.load(path, weights_only=False) and pass checkpoint['model']"
+            ) from err
     if not isinstance(source, Mapping):
         raise TypeError(f"a checkpoint must be a path or a mapping of names to tensors, got {type(source).__name__}")
     state = source["model"] if isinstance(source.get("model"), Mapping) else source
@@ -134,6 +169,12 @@ def read_checkpoint(source: str | os.PathLike | Mapping) -> dict[str, torch.Tens
             "for a whole training checkpoint, the weights must sit under its 'model' entry"
         )
     return dict(state)
+
+
+def _refusal(err: Exception) -> str:
+    """The line of torch's long weights-only error that names what it refused."""
+    lines = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
+    return lines[0] if lines else re.sub(r"\x1b\[[0-9;]*m", "", str(err).splitlines()[0])
 
 
 def load_official_weights(model: BiFormer, source: str | os.PathLike | Mapping) -> BiFormer:

@@ -18,6 +18,7 @@ _EXPORTS = {
     "Trainer": "bralib.train.loop",
     "build_model": "bralib.train.model",
     "load_trained_model": "bralib.train.model",
+    "load_weights": "bralib.train.model",
     "set_routing": "bralib.train.model",
     "evaluate": "bralib.train.evaluate",
     "evaluate_checkpoint": "bralib.train.evaluate_checkpoint",

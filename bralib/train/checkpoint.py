@@ -94,19 +94,25 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], *, source
     model.load_state_dict(state)
 
 
-def export_weights(source: str | Path, target: str | Path, *, ema: bool = True) -> dict[str, Any]:
+def export_weights(
+    source: str | Path, target: str | Path, *, ema: bool = True, dtype: torch.dtype | None = None
+) -> dict[str, Any]:
     """Write a small, inference-only copy of a training checkpoint: config, one set of weights, metrics.
 
     Drops the optimizer state, RNG states and the second set of weights (about 3/4 of the file);
-    keeps the EMA weights when there are any and ``ema`` is True. The result loads with
-    ``bralib.train.load_trained_model`` but cannot resume training.
+    keeps the EMA weights when there are any and ``ema`` is True. ``dtype=torch.float16`` halves the
+    file again (floating-point tensors only; ``load_state_dict`` casts them back to the model's
+    dtype). The result loads with ``bralib.train.load_trained_model`` but cannot resume training.
     """
     payload = load_checkpoint(source)
     use_ema = ema and payload.get("ema") is not None
+    state = payload["ema"]["module"] if use_ema else payload["model"]
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     slim = {
         "config": payload["config"],
         "num_classes": payload["num_classes"],
-        "model": payload["ema"]["module"] if use_ema else payload["model"],
+        "model": state,
         "ema": None,
         "weights": "ema" if use_ema else "model",
         "step": payload["step"],

@@ -38,14 +38,20 @@ class TrainConfig:
         "routing of every BRA block: 'content' (BRA) or 'local' (nearest regions, same cost)",
         choices=("content", "local"),
     )
+    init: str | None = _field(
+        None, "start from these weights (a checkpoint or exported weights; its EMA weights when it has them)"
+    )
     drop_path: float = _field(0.0, "stochastic depth: drop-path rate of the last block (grows linearly from 0)")
     # data
     data: str = _field("digits-pairs", "'digits-pairs' or a directory holding train/ and val/ ImageFolder trees")
     relation: str = _field(
         "partner",
-        "digits-pairs label: 'partner' (10 classes: the digit the framed one points to), 'same' (2), 'sum-mod-10' (10)",
-        choices=("partner", "same", "sum-mod-10"),
+        "digits-pairs label: 'partner' (10 classes: the digit sharing the marked cue's tint), 'cue' (10: the marked "
+        "digit itself, same images), 'same' (2), 'sum-mod-10' (10)",
+        choices=("partner", "cue", "same", "sum-mod-10"),
     )
+    distractors: int = _field(2, "digits-pairs: tinted distractor digits per image")
+    strokes: int = _field(3, "digits-pairs: grey line segments per image")
     image_size: int | None = _field(None, "input side in pixels (default: 64 for digits-pairs, 224 for folders)")
     train_size: int | None = _field(None, "number of training images (default: digits-pairs 3072, folders all)")
     val_size: int | None = _field(None, "number of validation images (default: digits-pairs 1024, folders all)")

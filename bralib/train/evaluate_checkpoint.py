@@ -31,6 +31,7 @@ def evaluate_checkpoint(
     spec = build_datasets(
         data, image_size=config.image_size or (64 if data == "digits-pairs" else 224), train_size=1,
         val_size=config.val_size if val_size is None else val_size, seed=config.seed, relation=config.relation,
+        distractors=config.distractors, strokes=config.strokes,
     )  # fmt: skip
     if spec.num_classes != payload["num_classes"]:
         raise ValueError(

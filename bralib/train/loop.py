@@ -23,7 +23,7 @@ from bralib.train.config import TrainConfig, config_differences
 from bralib.train.ema import ModelEma
 from bralib.train.evaluate import evaluate
 from bralib.train.mixup import Mixup, soft_target_cross_entropy
-from bralib.train.model import build_model
+from bralib.train.model import build_model, load_weights
 from bralib.train.optim import WarmupCosine, build_optimizer
 from bralib.train.runlog import RunLog
 
@@ -52,6 +52,7 @@ class Trainer:
         data = build_datasets(
             config.data, image_size=config.image_size or (64 if config.data == "digits-pairs" else 224),
             train_size=config.train_size, val_size=config.val_size, seed=config.seed, relation=config.relation,
+            distractors=config.distractors, strokes=config.strokes,
             randaugment_ops=config.randaugment_ops, randaugment_magnitude=config.randaugment_magnitude,
             random_erasing=config.random_erasing,
         )  # fmt: skip
@@ -75,7 +76,10 @@ class Trainer:
         self.total_steps = config.epochs * self.steps_per_epoch
 
         seed_everything(config.seed)  # the same initial weights on every rank
-        self.model = build_model(config, self.num_classes).to(self.device)
+        self.model = build_model(config, self.num_classes)
+        if config.init:  # fine-tuning: start from another run's weights (a resumed run then overwrites them)
+            load_weights(self.model, config.init)
+        self.model = self.model.to(self.device)
         self.ema = ModelEma(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.optimizer = build_optimizer(
             self.model, lr=config.lr, weight_decay=config.weight_decay, betas=config.betas,

@@ -44,6 +44,20 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
+def load_weights(model: nn.Module, path: str | Path, *, ema: bool = True) -> dict[str, Any]:
+    """Copy the weights of a checkpoint (its EMA weights when it has them and ``ema``) into ``model``.
+
+    Used by ``--init`` to start a run from another run's weights (fine-tuning). Every key and shape
+    must match: a checkpoint of another model fails with a list of the differences. Returns the
+    checkpoint's config, as a dict.
+    """
+    payload = load_checkpoint(path)
+    use_ema = ema and payload.get("ema") is not None
+    state = payload["ema"]["module"] if use_ema else payload["model"]
+    load_model_state(model, state, source=f"--init checkpoint {str(path)!r}")
+    return payload["config"]
+
+
 def load_trained_model(
     path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:

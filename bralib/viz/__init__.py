@@ -18,6 +18,13 @@ _EXPORTS: dict[str, str] = {
     "region_box": "bralib.viz.routing",
     "sample_image": "bralib.viz.routing",
     "simple_features": "bralib.viz.routing",
+    "explore_complexity": "bralib.viz.widgets",
+    "explore_routing": "bralib.viz.widgets",
+    "complexity_breakdown": "bralib.viz.widgets",
+    "draw_complexity": "bralib.viz.widgets",
+    "routing_view": "bralib.viz.widgets",
+    "routing_features": "bralib.viz.widgets",
+    "draw_routing_view": "bralib.viz.widgets",
 }
 
 __all__ = sorted(_EXPORTS)

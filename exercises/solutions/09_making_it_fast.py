@@ -3,7 +3,9 @@
 import torch
 
 
-def gathered_kv_bytes(batch: int, height: int, width: int, channels: int, n_win: int, topk: int, itemsize: int = 4) -> int:
+def gathered_kv_bytes(
+    batch: int, height: int, width: int, channels: int, n_win: int, topk: int, itemsize: int = 4
+) -> int:
     """Two tensors (keys, values) of batch * S^2 * topk * (HW / S^2) * C elements: the S^2 cancels."""
     tokens_per_region = height * width // (n_win * n_win)
     return 2 * batch * n_win * n_win * topk * tokens_per_region * channels * itemsize

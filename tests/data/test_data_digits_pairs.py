@@ -24,33 +24,72 @@ def test_train_and_val_use_disjoint_source_digits():
     assert max(used) < len(val_index)  # indices into the val pool only
 
 
-@pytest.mark.parametrize("relation", ["same", "sum-mod-10"])
+@pytest.mark.parametrize("relation", ["partner", "cue", "same", "sum-mod-10"])
 def test_label_is_the_relation_between_far_apart_key_digits(relation):
     dataset = DigitsPairs("train", 200, relation=relation)
     labels = []
     for i in range(200):
         layout = dataset.layout(i)
         first, second = layout.keys
-        expected = int(first.digit == second.digit) if relation == "same" else (first.digit + second.digit) % 10
+        expected = {
+            "partner": second.digit,
+            "cue": first.digit,
+            "same": int(first.digit == second.digit),
+            "sum-mod-10": (first.digit + second.digit) % 10,
+        }[relation]
         assert layout.label == expected
         assert np.hypot(first.top - second.top, first.left - second.left) >= 32
+        assert (first.marked, second.marked) == ((True, False) if relation in ("partner", "cue") else (False, False))
         labels.append(layout.label)
     counts = np.bincount(labels, minlength=dataset.num_classes)
     assert counts.min() > 0.4 * 200 / dataset.num_classes  # no class starved
 
 
-def test_images_show_white_keys_and_tinted_distractors():
-    dataset = DigitsPairs("train", 20, strokes=0)
-    image, _ = dataset[3]
-    layout = dataset.layout(3)
-    assert image.shape == (3, 64, 64) and 0 <= image.min() and image.max() <= 1
-    for key in layout.keys:
-        patch = image[:, key.top : key.top + 16, key.left : key.left + 16]
-        bright = patch.amax(0) > 0.6
-        assert bright.any() and torch.allclose(patch[0][bright], patch[1][bright], atol=0.15)  # grey-white
-    for distractor in layout.distractors:
-        patch = image[:, distractor.top : distractor.top + 16, distractor.left : distractor.left + 16]
-        assert (patch.amax(0) - patch.amin(0)).max() > 0.3  # coloured
+def _patch(image, digit):
+    """The digit's box less its outermost pixels (where a frame clipped by the canvas edge may lie)."""
+    return image[:, digit.top + 1 : digit.top + digit.size - 1, digit.left + 1 : digit.left + digit.size - 1]
+
+
+def _colour(patch):
+    """The tint of a digit's bright pixels: their mean RGB over the brightest channel."""
+    bright = patch.amax(0) > 0.6
+    return patch[:, bright].mean(1) / patch[:, bright].amax(0).mean()
+
+
+@pytest.mark.parametrize("relation", ["same", "sum-mod-10"])
+def test_white_keys_and_tinted_distractors(relation):
+    dataset = DigitsPairs("train", 20, strokes=0, relation=relation)
+    for index in range(20):
+        image, layout = dataset[index][0], dataset.layout(index)
+        assert image.shape == (3, 64, 64) and 0 <= image.min() and image.max() <= 1
+        for key in layout.keys:
+            assert torch.allclose(_colour(_patch(image, key)), torch.ones(3), atol=0.05)  # white
+        for distractor in layout.distractors:
+            assert (_colour(_patch(image, distractor)).amax() - _colour(_patch(image, distractor)).amin()) > 0.3
+
+
+def test_partner_shares_the_cues_tint_and_only_the_cue_is_marked():
+    dataset = DigitsPairs("val", 30, strokes=0)  # partner is the default
+    assert dataset.relation == "partner" and dataset.num_classes == 10
+    for index in range(30):
+        image, layout = dataset[index][0], dataset.layout(index)
+        cue, partner = layout.keys
+        assert cue.tint == partner.tint and max(cue.tint) - min(cue.tint) > 0.5  # a colour, not white
+        assert torch.allclose(_colour(_patch(image, cue)), _colour(_patch(image, partner)), atol=0.12)
+        tints = [d.tint for d in layout.distractors]
+        assert cue.tint not in tints and len(set(tints)) == len(tints)  # the partner is the only match
+        for digit in layout.keys + layout.distractors:  # a white 2x2 dot up and left of the cue, nowhere else
+            top, left = digit.top - 3, digit.left - 3
+            dot = image[:, max(top, 0) : top + 2, max(left, 0) : left + 2]
+            assert bool((dot == 1.0).all() and dot.numel() == 12) == digit.marked, (index, digit)
+
+
+def test_cue_and_partner_label_the_same_images():
+    partner, cue = DigitsPairs("train", 10, seed=3), DigitsPairs("train", 10, seed=3, relation="cue")
+    for index in range(10):
+        assert torch.equal(partner.sample(index, 5)[0], cue.sample(index, 5)[0])
+        assert cue.layout(index, 5).label == partner.layout(index, 5).keys[0].digit
+        assert partner.layout(index, 5).label == partner.layout(index, 5).keys[1].digit
 
 
 def test_bad_arguments():
@@ -58,6 +97,8 @@ def test_bad_arguments():
         DigitsPairs(relation="product")
     with pytest.raises(ValueError, match="size must be a positive integer"):
         DigitsPairs("train", 0)
+    with pytest.raises(ValueError, match="distractors and strokes must be >= 0"):
+        DigitsPairs("train", 4, distractors=-1)
     with pytest.raises(ValueError, match="split must be one of"):
         DigitsPairs("test", 10)
     with pytest.raises(IndexError, match="out of range"):

@@ -84,16 +84,44 @@ def test_lean_strategies_match_reference(strategy, shape):
     assert_close(got, expected, TOLERANCES[torch.float64])
 
 
-def test_lean_chunks_give_the_same_answer(monkeypatch):
-    """Chunking over images (large CPU batches) must not change anything: force one image per chunk."""
+@pytest.mark.parametrize("strategy", ["flash", "recompute"])
+def test_lean_chunks_give_the_same_answer(strategy, monkeypatch):
+    """Chunking must not change anything: force one region ("flash") or one image ("recompute") per chunk."""
     import bralib.ops.backends.lean as lean
 
     qkv, index, grad_out, kwargs = random_problem((3, 14, 14, 8, 8, 2, 7, 4), torch.float64, "cpu", seed=2)
-    whole = outputs_and_grads(BACKENDS["lean"].fn, qkv, index, grad_out, kwargs)
+
+    def run(*args, **kw):
+        return lean_attention(*args, strategy=strategy, **kw)
+
+    whole = outputs_and_grads(run, qkv, index, grad_out, kwargs)
     monkeypatch.setattr(lean, "CPU_CHUNK_BYTES", 1)
+    monkeypatch.setattr(lean, "CPU_REGION_CHUNK_BYTES", 1)
     assert lean.chunk_images(qkv[0], qkv[2], 4, 7) == 1
-    chunked = outputs_and_grads(BACKENDS["lean"].fn, qkv, index, grad_out, kwargs)
+    assert lean.regions_per_chunk(qkv[0], qkv[2], 4, 7) == 1
+    chunked = outputs_and_grads(run, qkv, index, grad_out, kwargs)
     assert_close(chunked, whole, 1e-12)
+    monkeypatch.setattr(lean, "CPU_REGION_CHUNK_BYTES", 5 * 4 * 4 * 16 * 8)  # 5 regions: the last chunk is short
+    assert lean.regions_per_chunk(qkv[0], qkv[2], 4, 7) == 5
+    assert_close(outputs_and_grads(run, qkv, index, grad_out, kwargs), whole, 1e-12)
+
+
+def test_lean_gradients_land_in_contiguous_buffers_for_strided_inputs():
+    """q, k, v as channel slices of one qkv tensor (as in the layer) and as a permuted view: gradients still right."""
+    gen = torch.Generator().manual_seed(7)
+    qkv = torch.randn(2, 14, 14, 3 * 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    q, k, v = qkv.split(8, dim=-1)  # row stride 24: not contiguous
+    index = route_regions(q.detach(), k.detach(), n_win=7, topk=3)[1]
+    grad_out = torch.randn(2, 14, 14, 8, generator=gen, dtype=torch.float64)
+    kwargs = dict(num_heads=2, n_win=7, scale=0.3)
+    expected = outputs_and_grads(BACKENDS["reference"].fn, [q, k, v], index, grad_out, kwargs)
+    got = outputs_and_grads(BACKENDS["lean"].fn, [q, k, v], index, grad_out, kwargs)
+    assert_close(got, expected, 1e-10)
+    channels_first = torch.randn(2, 8, 14, 14, generator=gen, dtype=torch.float64, requires_grad=True)
+    permuted = channels_first.permute(0, 2, 3, 1)  # dense but not contiguous
+    expected = outputs_and_grads(BACKENDS["reference"].fn, [permuted] * 3, index, grad_out, kwargs)
+    got = outputs_and_grads(BACKENDS["lean"].fn, [permuted] * 3, index, grad_out, kwargs)
+    assert_close(got, expected, 1e-10)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -76,6 +76,12 @@ def test_bench_command_writes_table_json_figure_and_measurements(tmp_path, capsy
     fastest = min(record["train_ms"], key=record["train_ms"].get)
     choice = explain_request("cpu", torch.float32, 14, 14, n_win=7, topk=4, needs_grad=True, runs=runs)
     assert choice.backend == fastest
+    # --report prints a stored run again (measuring nothing) and redraws its figure.
+    assert main(["bench", "--report", str(path), "--figure", str(tmp_path / "again.png")]) == 0
+    assert report.report(results) in capsys.readouterr().out
+    assert (tmp_path / "again.png").stat().st_size > 10_000
+    assert main(["bench", "--report", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().out
 
 
 def test_bench_command_rejects_bad_requests(capsys):
@@ -109,3 +115,56 @@ def test_set_backend_reaches_every_bra_module():
     model = bralib.create_model("biformer_tiny")
     assert set_backend(model, "lean") == 2 + 2 + 8  # the BRA stages 1-3 of BiFormer-T
     assert {m.backend for m in model.modules() if hasattr(m, "backend") and hasattr(m, "n_win")} == {"lean"}
+
+
+def _stage_record(label, side, dim, heads, topk, forward, train, saved):
+    return {
+        "label": label, "batch": 8, "height": side, "width": side, "c_qk": dim, "c_v": dim, "num_heads": heads,
+        "n_win": 7, "topk": topk, "tokens": side * side, "tokens_per_region": side * side // 49,
+        "forward_ms": forward, "train_ms": train, "forward_cpu_ms": forward, "train_cpu_ms": train,
+        "saved_bytes": saved, "max_rel_error": {}, "skipped": {}, "errors": {},
+    }  # fmt: skip
+
+
+def test_target_table_judges_each_cpu_target_on_the_best_backend():
+    results = {
+        "device": "cpu",
+        "shapes": [
+            _stage_record(
+                "s1",
+                56,
+                64,
+                2,
+                1,
+                {"gather": 20.0, "sdpa": 9.0, "lean": 11.0},
+                {"gather": 60.0, "sdpa": 45.0, "lean": 41.0},
+                {"gather": 100, "sdpa": 80, "lean": 20},
+            ),
+            _stage_record(
+                "s2",
+                28,
+                128,
+                4,
+                4,
+                {"gather": 20.0, "sdpa": 10.5},
+                {"gather": 60.0, "sdpa": 30.0},
+                {"gather": 100, "sdpa": 60},
+            ),
+            _stage_record("other", 14, 16, 2, 4, {"gather": 1.0, "sdpa": 0.1}, {}, {}),
+        ],  # fmt: skip
+        "model": {"model": "biformer_tiny", "train_ms": {"gather": 130.0, "auto": 100.0, "gather compiled": 50.0}},
+    }
+    lines = report.target_table(results).splitlines()
+    rows = {tuple(line.split()[:4]): line for line in lines[2:]}
+    assert rows[("forward", "speed-up", "stage", "1")].split()[4:7] == ["sdpa", "2.22x", "2.22x"]
+    assert rows[("forward", "speed-up", "stage", "1")].endswith("yes")
+    assert rows[("forward", "speed-up", "stage", "2")].endswith("NO")  # 1.90x < 2x
+    assert "lean" in rows[("fwd+bwd", "speed-up", "stage", "1")] and rows[
+        ("fwd+bwd", "speed-up", "stage", "1")
+    ].endswith("NO")
+    assert rows[("saved", "activations", "stage", "1")].split()[4:6] == ["lean", "0.20x"]
+    assert rows[("saved", "activations", "stage", "2")].endswith("NO")  # 0.6x > 0.5x
+    assert not any("other" in line for line in lines)  # not a BiFormer-T stage shape
+    assert lines[-1].split()[:5] == ["training", "step", "biformer_tiny", "auto", "1.30x"]  # compiled runs ignored
+    assert lines[-1].endswith("yes")
+    assert report.target_table({**results, "device": "cuda"}) == ""

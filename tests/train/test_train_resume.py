@@ -103,3 +103,24 @@ def test_loading_is_weights_only_and_checks_the_format(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_exported_weights_are_small_and_load_for_inference(tmp_path):
+    from bralib.train import export_weights, load_trained_model
+
+    out = tmp_path / "run"
+    train(TrainConfig(model=MODEL, epochs=1, train_size=16, val_size=8, batch_size=8, num_workers=0, threads=1,
+                      progress=False, out=str(out)))  # fmt: skip
+    full = out / "checkpoint.pt"
+    slim = export_weights(full, tmp_path / "slim.pt", dtype=torch.float16)
+    assert slim["weights"] == "ema" and slim["step"] == 2
+    assert all(v.dtype == torch.float16 for v in slim["model"].values() if v.is_floating_point())
+    assert (tmp_path / "slim.pt").stat().st_size < 0.2 * full.stat().st_size  # one set of weights, half width
+    model, config, info = load_trained_model(tmp_path / "slim.pt")
+    reference, _, _ = load_trained_model(full)  # EMA weights in float32
+    assert info["ema"] and info["step"] == 2 and config.model == MODEL
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # cast back on loading
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), reference(images), atol=2e-2, rtol=2e-2)
+    assert not {"optimizer", "rng"} & set(torch.load(tmp_path / "slim.pt", weights_only=True))  # cannot resume

@@ -39,6 +39,12 @@ def load_measured(path: Path | str | None = None) -> list[dict]:
 _RUNS: list[dict] = load_measured()
 
 
+def reload_measured() -> None:
+    """Re-read measured.json (after ``bralib bench --update-auto`` rewrote it in this process)."""
+    global _RUNS
+    _RUNS = load_measured()
+
+
 @dataclass
 class BackendChoice:
     """What ``"auto"`` picked for a request, and why."""

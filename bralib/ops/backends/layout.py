@@ -1,12 +1,12 @@
 """Memory layouts shared by the fast backends: token-level gathers into region-major order, head views.
 
-The paper's gather (``gather.py``) first copies the key map into region-major order, broadcasts it to
-(B, S^2, S^2, n, C) and picks k regions with an element-wise ``torch.gather``: it reads an int64 index per
-element, and its backward scatters into a buffer of the broadcast shape. The fast backends copy each key
-*token* (a row of C channels) exactly once, straight from the (B, H, W, C) map into its place in the gathered,
-region-major tensor, with one ``index_select`` over rows (a row memcpy; its backward is an ``index_add`` into
-the token rows of the original map). Queries are put into region order the same way. Heads stay inside the
-channel dimension and are exposed as strided views, so splitting them costs no copy.
+The gather backend (``gather.py``) copies the key map into region-major order, copies the k routed regions of
+every region out of that (an ``index_select`` over whole regions), and the batched matmuls then copy every
+head out again. The fast backends copy each key *token* (a row of C channels) exactly once, straight from the
+(B, H, W, C) map into its place in the gathered, region-major tensor, with one ``index_select`` over rows (a
+row memcpy; its backward is an ``index_add`` into the token rows of the original map). Queries are put into
+region order the same way. Heads stay inside the channel dimension and are exposed as strided views, so
+splitting them costs no copy.
 """
 
 from __future__ import annotations

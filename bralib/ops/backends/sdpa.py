@@ -1,11 +1,11 @@
-"""The sdpa backend: gather whole regions, then PyTorch's fused ``scaled_dot_product_attention``.
+"""The sdpa backend: gather the routed tokens, then PyTorch's fused ``scaled_dot_product_attention``.
 
-The same algorithm as the paper's gather, with the two costs that do not need to be there taken out:
-every routed key and value token is copied once, as a row, straight into region-major order
-(``index_select``, see ``layout.py``) instead of by an element-wise gather over a broadcast tensor, and the
-softmax(Q K^T) V of every region runs
-in one fused kernel (flash attention on CPU and on CUDA) that never writes the attention matrix to memory.
-Autograd does the backward: the saved activations still hold the k-times gathered keys and values.
+The same algorithm as the gather backend, with the costs that do not need to be there taken out: every
+routed key and value token is copied once, as a row, straight from the map into region-major order
+(``index_select``, see ``layout.py``) instead of a region copy, a region gather and a head copy; and the
+softmax(Q K^T) V of every region runs in one fused kernel (flash attention on CPU and on CUDA) that never
+writes the attention matrix to memory. Autograd does the backward: the saved activations still hold the
+k-times gathered keys and values.
 """
 
 from __future__ import annotations

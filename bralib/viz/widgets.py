@@ -1,0 +1,328 @@
+"""Interactive explorers for chapter 5: BRA's cost as S and k move, and where routing sends one region's queries.
+
+Each explorer is split into a pure computation (:func:`complexity_breakdown`, :func:`routing_view`), a
+drawing (:func:`draw_complexity`, :func:`draw_routing_view`) and the widget that wires sliders to both
+(:func:`explore_complexity`, :func:`explore_routing`). The widgets need ipywidgets, from the ``[book]`` extra;
+the computations and drawings do not, so the book's static figures use the same code as the widgets.
+
+A widget is an ``ipywidgets.interactive``: ``widget.result`` is the latest computation and
+``widget.kwargs_widgets`` its sliders; changing a slider's ``value`` recomputes and redraws, in a notebook
+or in a test without one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bralib.viz.routing import as_image, draw_routing, draw_token_attention, simple_features
+
+TERM_LABELS = {
+    "qkv_projection": "qkv projection",
+    "region_averaging": "region averaging",
+    "region_projection": "region q/k projection",
+    "region_adjacency": "region adjacency",
+    "topk": "top-k (no MACs)",
+    "token_attention": "token attention",
+    "lce": "LCE (5x5 depthwise)",
+    "output_projection": "output projection",
+}
+
+
+def require_ipywidgets() -> Any:
+    """The ipywidgets module, or an ImportError that says how to install it."""
+    try:
+        import ipywidgets
+    except ImportError as err:
+        raise ImportError(
+            "bralib's interactive explorers need ipywidgets, which is in the book extra: pip install 'bralib[book]'"
+        ) from err
+    return ipywidgets
+
+
+# ---------------------------------------------------------------- the cost of BRA
+
+
+@cache
+def _bra_terms_numeric(kernel: int) -> dict[str, Any]:
+    """bra_terms as fast numeric functions of (H, W, C, S, k), lambdified once per kernel size."""
+    import sympy as sp
+
+    from bralib.complexity import symbolic as sy
+
+    args = (sy.H, sy.W, sy.C, sy.S, sy.k)
+    return {name: sp.lambdify(args, term, modules="math") for name, term in sy.bra_terms(kernel=kernel).items()}
+
+
+@dataclass
+class ComplexityResult:
+    """BRA's multiply-adds on a side x side map, term by term, and the cost over every S dividing the side.
+
+    ``curve`` maps S -> total MACs at this k (S from 1 to side, divisors only, with k <= S^2);
+    ``s_star`` is the paper's S* = (k (HW)^2 / 2)^(1/6); ``best_n_win`` the cheapest S of ``curve``.
+    """
+
+    side: int
+    channels: int
+    n_win: int
+    topk: int
+    terms: dict[str, int]
+    total: int
+    s_star: float
+    curve: dict[int, int]
+    best_n_win: int
+    full_attention: int
+
+
+def _check_int(name: str, value: Any, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _bra_total(side: int, channels: int, n_win: int, topk: int, kernel: int) -> dict[str, int]:
+    functions = _bra_terms_numeric(kernel)
+    return {name: round(fn(side, side, channels, n_win, topk)) for name, fn in functions.items()}
+
+
+def complexity_breakdown(side: int, channels: int, n_win: int, topk: int, *, kernel: int = 5) -> ComplexityResult:
+    """BRA's multiply-adds (:func:`bralib.complexity.bra_terms`) on a side x side map with ``channels``.
+
+    ``n_win`` must divide ``side`` and ``topk`` lie in [1, n_win**2], as for the layer itself.
+    """
+    side, channels = _check_int("side", side), _check_int("channels", channels)
+    n_win, topk = _check_int("n_win", n_win), _check_int("topk", topk)
+    if side % n_win:
+        raise ValueError(f"n_win={n_win} must divide side={side} (regions of whole tokens)")
+    if topk > n_win * n_win:
+        raise ValueError(f"topk={topk} must be at most n_win**2 = {n_win * n_win}")
+    terms = _bra_total(side, channels, n_win, topk, kernel)
+    curve = {
+        s: sum(_bra_total(side, channels, s, topk, kernel).values())
+        for s in range(1, side + 1)
+        if side % s == 0 and topk <= s * s
+    }
+    tokens = side * side
+    full = 4 * tokens * channels**2 + 2 * tokens**2 * channels + kernel**2 * tokens * channels
+    return ComplexityResult(
+        side=side, channels=channels, n_win=n_win, topk=topk, terms=terms, total=sum(terms.values()),
+        s_star=(topk * tokens**2 / 2) ** (1 / 6), curve=curve, best_n_win=min(curve, key=curve.get),
+        full_attention=full,
+    )  # fmt: skip
+
+
+def draw_complexity(result: ComplexityResult, axes: Any = None) -> Any:
+    """Two panels: the cost by term (bars) and the total over S with the current S, the best S and S* marked.
+
+    ``axes``: two matplotlib axes, or None for a new figure. Returns the axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1.3]})[1]
+    bars, curve = axes
+    names = [name for name in TERM_LABELS if name in result.terms]
+    values = [result.terms[name] / 1e6 for name in names]
+    bars.barh([TERM_LABELS[name] for name in names], values, color="#4c72b0")
+    bars.invert_yaxis()
+    bars.set_xlabel("MMACs")
+    bars.set_title(
+        f"{result.side}x{result.side}, C={result.channels}, S={result.n_win}, k={result.topk}: "
+        f"{result.total / 1e6:.1f} MMACs", fontsize=9,
+    )  # fmt: skip
+    s_values = sorted(result.curve)
+    totals = [result.curve[s] / 1e6 for s in s_values]
+    curve.plot(s_values, totals, "o-", color="#4c72b0", label=f"BRA, k={result.topk}")
+    curve.axhline(result.full_attention / 1e6, color="gray", linestyle=":", label="full attention (same layer)")
+    curve.axvline(result.s_star, color="#dd8452", linestyle="--", label=f"paper's S* = {result.s_star:.2f}")
+    curve.plot([result.n_win], [result.total / 1e6], "*", color="#c44e52", markersize=14, label=f"S = {result.n_win}")
+    best = result.best_n_win
+    curve.plot([best], [result.curve[best] / 1e6], "s", mfc="none", color="black", markersize=10,
+               label=f"cheapest S = {best}")  # fmt: skip
+    curve.set_xscale("log")
+    curve.set_yscale("log")
+    curve.set_xticks(s_values, [str(s) for s in s_values], minor=False)
+    curve.set_xticks([], minor=True)  # no crowded 2x10^0, 3x10^0 ... labels between the divisors
+    curve.set_xlabel("regions per side S (divisors of the side)")
+    curve.set_ylabel("MMACs")
+    curve.legend(fontsize=7)
+    return axes
+
+
+def explore_complexity(side: int = 56, channels: int = 64, n_win: int = 7, topk: int = 4) -> Any:
+    """Sliders for S, k, the map side and the channels: BRA's cost by term and over S, with S* marked.
+
+    S snaps to the divisors of the side and k to [1, S^2]. Returns the ``ipywidgets.interactive``;
+    ``.result`` is the :class:`ComplexityResult` shown.
+    """
+    widgets = require_ipywidgets()
+    import matplotlib.pyplot as plt
+
+    side_slider = widgets.IntSlider(value=side, min=7, max=224, step=7, description="side", continuous_update=False)
+    channel_slider = widgets.IntSlider(value=channels, min=16, max=512, step=16, description="channels C",
+                                       continuous_update=False)  # fmt: skip
+    s_slider = widgets.SelectionSlider(options=_divisors(side), value=n_win, description="S",
+                                       continuous_update=False)  # fmt: skip
+    k_slider = widgets.IntSlider(value=topk, min=1, max=n_win * n_win, description="k", continuous_update=False)
+
+    def snap_s(change: dict) -> None:  # keep S a divisor of the side, as near as possible to the old S
+        old, topk = s_slider.value, k_slider.value
+        options = _divisors(change["new"])
+        nearest = min(options, key=lambda s: (abs(math.log(s / old)), s))
+        s_slider.options = options  # this resets S (and so k's range) for a moment: restore both
+        s_slider.value = nearest
+        k_slider.max = nearest * nearest
+        k_slider.value = min(topk, nearest * nearest)
+
+    def clamp_k(change: dict) -> None:
+        k_slider.max = change["new"] ** 2
+
+    side_slider.observe(snap_s, names="value")
+    s_slider.observe(clamp_k, names="value")
+
+    def show(side: int, channels: int, n_win: int, topk: int) -> ComplexityResult:
+        topk = min(topk, n_win * n_win)
+        result = complexity_breakdown(side, channels, n_win, topk)
+        print(f"side {side}, C={channels}, S={n_win}, k={topk}: {result.total / 1e6:.1f} MMACs "
+              f"(paper's S* = {result.s_star:.2f}, cheapest S = {result.best_n_win})")  # fmt: skip
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1.3]})
+        draw_complexity(result, axes)
+        fig.tight_layout()
+        plt.show()
+        return result
+
+    return widgets.interactive(show, side=side_slider, channels=channel_slider, n_win=s_slider, topk=k_slider)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+# ---------------------------------------------------------------- routing on a real image
+
+
+@dataclass
+class RoutingView:
+    """Routing of one region of a picture and the attention of its centre token.
+
+    ``routed``: the k regions the query region routes to, best first (row-major numbers on the S x S grid);
+    ``weights``: (side, side) attention of the query token over every token (0 outside the routed regions).
+    """
+
+    n_win: int
+    topk: int
+    query_region: int
+    routed: list[int]
+    query_token: tuple[int, int]
+    weights: np.ndarray
+    index: torch.Tensor  # (1, S*S, topk)
+
+
+def routing_features(image: Any, side: int = 56, sharpness: float = 3.0) -> tuple[np.ndarray, torch.Tensor]:
+    """The picture downscaled to side x side (area averaging) and its :func:`simple_features`, scaled.
+
+    ``sharpness`` multiplies the unit-length features, so that token attention (softmax of their dot
+    products) is visibly peaked; routing does not change with it. Returns ((side, side, 3), (1, side, side, 5)).
+    """
+    picture = torch.from_numpy(np.ascontiguousarray(as_image(image))).float()
+    if picture.dim() != 3:
+        raise ValueError(f"explore_routing needs a colour image (H, W, 3), got shape {tuple(picture.shape)}")
+    small = F.interpolate(picture.permute(2, 0, 1)[None], size=(side, side), mode="area")[0].permute(1, 2, 0)
+    small = small.clamp(0, 1).numpy()
+    return small, simple_features(small) * sharpness
+
+
+def routing_view(features: torch.Tensor, n_win: int, topk: int, query_region: int) -> RoutingView:
+    """Route ``features`` (1, side, side, C) used as both q and k; the attention of the query region's centre token."""
+    from bralib.ops import route_regions
+
+    side = features.shape[1]
+    if side % n_win:
+        raise ValueError(f"n_win={n_win} must divide the feature map side {side}")
+    if not 0 <= query_region < n_win * n_win:
+        raise ValueError(f"query_region must be in [0, {n_win * n_win}), got {query_region}")
+    _, index = route_regions(features, features, n_win=n_win, topk=topk)  # (1, S^2, topk)
+    routed = index[0, query_region].tolist()
+    region_side = side // n_win
+    row, col = divmod(query_region, n_win)
+    query = (row * region_side + region_side // 2, col * region_side + region_side // 2)
+    rows = torch.arange(side)[:, None] // region_side
+    cols = torch.arange(side)[None, :] // region_side
+    token_region = rows * n_win + cols  # (side, side) region of every token
+    allowed = torch.isin(token_region, index[0, query_region])  # (side, side)
+    logits = features[0] @ features[0, query[0], query[1]]  # (side, side): q . k for every key token
+    weights = torch.softmax(logits.masked_fill(~allowed, float("-inf")).flatten(), 0).view(side, side)
+    return RoutingView(n_win, topk, query_region, routed, query, weights.numpy(), index)
+
+
+def draw_routing_view(picture: np.ndarray, view: RoutingView, axes: Any = None) -> Any:
+    """Two panels: the routed regions of the query region, and its centre token's attention. Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        axes = plt.subplots(1, 2, figsize=(8, 4))[1]
+    draw_routing(picture, view.index, view.n_win, view.query_region, axes[0],
+                 title=f"S={view.n_win}, k={view.topk}: region {view.query_region} routes to {view.routed}"
+                 if view.topk <= 6 else None)  # fmt: skip
+    draw_token_attention(picture, view.weights, view.query_token, axes[1], n_win=view.n_win,
+                         title=f"attention of token {view.query_token}")  # fmt: skip
+    return axes
+
+
+def explore_routing(image: Any, side: int = 56, n_win: int = 7, topk: int = 4) -> Any:
+    """Sliders for S, k and the query region over a real picture: where the region routes, what one token sees.
+
+    ``image`` (H, W, 3) is downscaled to side x side tokens (e.g. ``bralib.viz.sample_image("astronaut", 224)``).
+    The query region is picked with the row/column sliders, or by clicking the left panel when matplotlib's
+    interactive ``widget`` backend (ipympl) is active. Returns the ``ipywidgets.interactive``; ``.result`` is
+    the :class:`RoutingView` shown.
+    """
+    widgets = require_ipywidgets()
+    import matplotlib.pyplot as plt
+
+    side = _check_int("side", side, 2)
+    if side % n_win:
+        raise ValueError(f"n_win={n_win} must divide side={side}")
+    picture, features = routing_features(image, side)
+    options = [d for d in _divisors(side) if d > 1]
+    s_slider = widgets.SelectionSlider(options=options, value=n_win, description="S", continuous_update=False)
+    k_slider = widgets.IntSlider(value=topk, min=1, max=n_win * n_win, description="k", continuous_update=False)
+    row_slider = widgets.IntSlider(value=n_win // 2, min=0, max=n_win - 1, description="query row",
+                                   continuous_update=False)  # fmt: skip
+    col_slider = widgets.IntSlider(value=n_win // 2, min=0, max=n_win - 1, description="query col",
+                                   continuous_update=False)  # fmt: skip
+
+    def resize(change: dict) -> None:  # keep k and the query inside the new grid
+        s = change["new"]
+        k_slider.max = s * s
+        for slider in (row_slider, col_slider):
+            slider.value = min(slider.value * s // change["old"], s - 1)
+            slider.max = s - 1
+
+    s_slider.observe(resize, names="value")
+
+    def on_click(event: Any) -> None:
+        if event.xdata is None or event.ydata is None:
+            return
+        s = s_slider.value
+        row_slider.value = min(int(event.ydata * s / picture.shape[0]), s - 1)
+        col_slider.value = min(int(event.xdata * s / picture.shape[1]), s - 1)
+
+    def show(n_win: int, topk: int, row: int, col: int) -> RoutingView:
+        topk, row, col = min(topk, n_win * n_win), min(row, n_win - 1), min(col, n_win - 1)
+        view = routing_view(features, n_win, topk, row * n_win + col)
+        print(f"S={n_win}, k={topk}: region {view.query_region} routes to {view.routed}")
+        fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+        draw_routing_view(picture, view, axes)
+        fig.canvas.mpl_connect("button_press_event", on_click)
+        fig.tight_layout()
+        plt.show()
+        return view
+
+    return widgets.interactive(show, n_win=s_slider, topk=k_slider, row=row_slider, col=col_slider)
