@@ -290,7 +290,8 @@ for topk, color in zip((1, 4, 16), ("#4c72b0", "#55a868", "#c44e52"), strict=Tru
     print(f"k={topk:2d}: paper's S* = {view.s_star:5.2f}, cheapest divisor of 56 = {view.best_n_win}")
 ax.set(xscale="log", yscale="log", xlabel="regions per side S", ylabel="MMACs (whole layer)",
        title="BRA at 56x56, C=64: dashed = S*, squares = cheapest S")  # fmt: skip
-ax.set_xticks(s_values, [str(s) for s in s_values])
+divisors = [s for s in range(1, 57) if 56 % s == 0]
+ax.set_xticks(divisors, [str(s) for s in divisors])
 ax.set_xticks([], minor=True)
 ax.legend()
 plt.show()
@@ -364,9 +365,9 @@ assert abs(fixed[1] - 2) <= 0.01 and fixed[0] < fixed[1]  # tends to 2 from belo
 assert abs(window[0] - 1) <= 0.005
 
 # %% [markdown]
-# The S\* curve bends toward 4/3 only slowly: the linear terms ($4C^2 + 25C$ per token: projections and LCE)
-# dominate until attention catches up, which for $C = 16$ takes maps of $10^7$ tokens. At ImageNet sizes BRA's
-# cost is mostly its projections, like any transformer's.
+# The S\* curve bends toward 4/3 only slowly: the linear terms ($4C^2 + 25C$ multiply-adds per token: projections and
+# LCE) dominate until attention catches up, which for $C = 16$ takes maps of tens of millions of tokens.
+# At ImageNet sizes BRA's cost is mostly its projections, like any transformer's.
 
 # %% [markdown]
 # ## 9. Explore

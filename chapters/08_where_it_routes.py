@@ -120,10 +120,10 @@ layout = val.layout(example)
 cue, partner = layout.keys
 routes = routing_maps(model, ((images[example : example + 1]) - mean) / std)
 fig, axes = plt.subplots(1, len(routes), figsize=(3.3 * len(routes), 3.4))
-for ax, route in zip(axes, routes):
+for ax, route in zip(axes, routes, strict=True):
     query = region_of(*cue.center, route.n_win)
     draw_routing(images[example], route.index[0], route.n_win, query, ax=ax,
-                 title=f"stage {route.stage + 1}: region {query} -> k={route.index.shape[-1]}")  # fmt: skip
+                 title=f"stage {route.stage + 1} block {route.block + 1}: region {query}")  # fmt: skip
 plt.suptitle(f"cue {cue.digit} (marked), partner {partner.digit}: label {layout.label}", fontsize=10)
 plt.tight_layout()
 plt.show()
@@ -160,7 +160,10 @@ with torch.no_grad():
 token_row, token_col = int(cue.center[0] // (64 / height)), int(cue.center[1] // (64 / width))
 query_token = token_row * width + token_col
 attention = weights[query_token].reshape(height, width)
-assert torch.allclose(attention.sum(), torch.tensor(1.0)) and (attention[~allowed[query_token].reshape(height, width)] == 0).all()
+assert (
+    torch.allclose(attention.sum(), torch.tensor(1.0))
+    and (attention[~allowed[query_token].reshape(height, width)] == 0).all()
+)
 fig, axes = plt.subplots(1, 2, figsize=(7, 3.4))
 draw_routing(images[example], index[0], layer.n_win, region_of(*cue.center, layer.n_win), ax=axes[0],
              title="stage 1 routing of the cue's region")  # fmt: skip
@@ -168,9 +171,10 @@ draw_token_attention(images[example], attention, (token_row, token_col), ax=axes
                      title="attention of the cue's centre token")  # fmt: skip
 plt.tight_layout()
 plt.show()
-partner_tokens = {(r, c) for r in range(height) for c in range(width)
-                  if region_of((r + 0.5) * 64 / height, (c + 0.5) * 64 / width, 16) in regions_under(partner, 16)}  # fmt: skip
-share = sum(attention[r, c].item() for r, c in partner_tokens)
+pitch = 64 // height  # pixels per stage-1 token
+rows = slice(partner.top // pitch, (partner.top + partner.size - 1) // pitch + 1)
+cols = slice(partner.left // pitch, (partner.left + partner.size - 1) // pitch + 1)
+share = attention[rows, cols].sum().item()
 print(f"share of this token's attention on the partner's pixels: {share:.3f}")
 
 # %% [markdown]
@@ -178,10 +182,11 @@ print(f"share of this token's attention on the partner's pixels: {share:.3f}")
 #
 # One picture can be chosen to please. We count instead: for every validation image and every BRA block,
 # take the region holding the cue's centre, and ask whether its k routed regions include a region under the
-# partner's box (a *hit*). A routing that ignored content would hit with probability
-# $1 - \binom{S^2 - m}{k} / \binom{S^2}{k}$ for $m$ partner regions (exercise 8.2). The sharper control is the
-# distractors: digits as far away and as large as the partner, with another colour. Routing that follows
-# the cue's colour should hit the partner more often than a distractor.
+# partner's box (a *hit*). If the query region routes to $k'$ regions other than itself and chose them at
+# random among the other $S^2 - 1$, it would hit with probability
+# $1 - \binom{S^2 - 1 - m}{k'} / \binom{S^2 - 1}{k'}$ for $m$ partner regions (exercise 8.2). The sharper
+# control is the distractors: digits like the partner, placed anywhere, in another colour. Routing that
+# follows the cue's colour should hit the partner more often than a distractor.
 
 # %%
 from math import comb
@@ -190,12 +195,13 @@ from math import comb
 def hit_rates(routes_per_image, layouts):
     """Per BRA block: how often the cue region's top-k holds the partner, a distractor, and chance."""
     table = []
-    for b, route in enumerate(routes_per_image):
-        partner_hits, distractor_hits, chance = [], [], []
+    for route in routes_per_image:
+        partner_hits, distractor_hits, chance, itself = [], [], [], []
         for i, lay in enumerate(layouts):
             cue, partner = lay.keys
             query = region_of(*cue.center, route.n_win)
             routed = set(route.index[i, query].tolist())
+            itself.append(query in routed)
             targets = regions_under(partner, route.n_win) - {query}
             if not targets:
                 continue  # partner and cue share the query region: nothing to find
@@ -204,19 +210,22 @@ def hit_rates(routes_per_image, layouts):
                 other = regions_under(distractor, route.n_win) - {query}
                 if other:
                     distractor_hits.append(bool(routed & other))
-            n, topk = route.n_win**2, route.index.shape[-1]
-            chance.append(1 - comb(n - len(targets), topk) / comb(n, topk))
+            n = route.n_win**2
+            others = len(routed - {query})  # chance for the routed regions other than the query itself
+            chance.append(1 - comb(n - 1 - len(targets), others) / comb(n - 1, others))
         table.append((route.stage + 1, route.block + 1, np.mean(partner_hits), np.mean(distractor_hits),
-                      np.mean(chance), len(partner_hits)))  # fmt: skip
+                      np.mean(chance), np.mean(itself), len(partner_hits)))  # fmt: skip
     return table
 
 
 layouts = [val.layout(i) for i in range(len(val))]
 all_routes = routing_maps(model, (images - mean) / std)
 table = hit_rates(all_routes, layouts)
-print(f"{'stage':>5s}{'block':>6s}{'partner hit':>13s}{'distractor hit':>16s}{'chance':>8s}{'images':>8s}")
-for stage, blk, partner_rate, distractor_rate, chance_rate, count in table:
-    print(f"{stage:>5d}{blk:>6d}{partner_rate:>13.3f}{distractor_rate:>16.3f}{chance_rate:>8.3f}{count:>8d}")
+print(f"{'stage':>5s}{'block':>6s}{'partner hit':>13s}{'distractor hit':>16s}{'chance':>8s}{'to itself':>11s}"
+      f"{'images':>8s}")  # fmt: skip
+for stage, blk, partner_rate, distractor_rate, chance_rate, self_rate, count in table:
+    print(f"{stage:>5d}{blk:>6d}{partner_rate:>13.3f}{distractor_rate:>16.3f}{chance_rate:>8.3f}{self_rate:>11.3f}"
+          f"{count:>8d}")  # fmt: skip
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3))

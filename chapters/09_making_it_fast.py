@@ -172,7 +172,8 @@ def saved_by(backend):
 
 
 T, C, heads, topk, n = 2 * 196, 256, 8, 16, 4
-predicted_gather = (T * C * (1 + 2 * topk) + T * heads * topk * n) * 4 + index.numel() * 8
+# scaled q, K^g and V^g, the attention matrix; and each of the two region selects keeps its int64 region numbers
+predicted_gather = (T * C * (1 + 2 * topk) + T * heads * topk * n) * 4 + 2 * index.numel() * 8
 predicted_lean = (T * C + T * heads) * 4 + index.numel() * 8  # the output, one log-sum-exp per query and head
 print(f"gather saves {saved_by('gather') / 2**20:.2f} MiB (predicted {predicted_gather / 2**20:.2f})")
 print(f"lean saves   {saved_by('lean') / 2**20:.2f} MiB (predicted {predicted_lean / 2**20:.2f})")
@@ -314,29 +315,59 @@ for record in live["shapes"]:  # whatever the timings, every backend gave the ga
 # %% [markdown]
 # ## 5. The full run (stored)
 #
-# The run below was made with `bralib bench --backward --model --json benchmarks/cpu_biformer_t.json` at
-# batch 8 on the 2-core CPU this book is built on, with both cores, while other people were using the
-# machine; `benchmarks/README.md` says how busy it was and compares with the targets. It is **loaded from
-# the stored JSON**, not re-measured.
+# The run below is the full benchmark: BiFormer-T/S's three BRA stage shapes at 224×224, batch 8, 30
+# interleaved rounds, forward and forward+backward, plus a whole BiFormer-T training step and batch-1 inference
+# per backend, made with
+#
+# ```
+# OMP_NUM_THREADS=1 bralib bench --threads 1 --shapes biformer-t biformer-s --backward --repeats 30 --warmup 3 \
+#     --model --model-backends gather sdpa lean auto --model-repeats 9 \
+#     --json benchmarks/cpu_biformer_t.json --update-auto
+# ```
+#
+# on one core of the 2-core CPU this book is built on, while other people were using both cores (the load
+# average is printed with it; `benchmarks/README.md` has the details and the targets). It is **loaded from the
+# stored JSON**, not re-measured: the live run above is the one made now.
 
 # %%
 stored_path = Path(bralib.__file__).resolve().parent.parent / "benchmarks" / "cpu_biformer_t.json"
 stored = report.load_results(stored_path)
-print(f"STORED RUN from {stored['date']} ({stored_path.name}), load average before/after: "
-      f"{stored['load_before']} / {stored['load_after']}\n")  # fmt: skip
+print(f"STORED RUN from {stored['date']} ({stored_path.name}), not measured now\n")
 print(report.report(stored))
 fig = report.draw_figure(stored, title=f"Stored run, {stored['date']}: {stored['machine']['processor']}, "
-                         f"{stored['machine']['torch_threads']} threads, batch 8")  # fmt: skip
+                         f"{stored['machine']['torch_threads']} thread, batch 8")  # fmt: skip
 plt.show()
 
+# %%
+for record in stored["shapes"]:  # the stored run's verdicts, per stage
+    forward, train, saved = record["forward_ms"], record["train_ms"], record["saved_bytes"]
+    print(f"{record['label']}: fastest forward {min(forward, key=forward.get)}, fastest forward+backward "
+          f"{min(train, key=train.get)}, least saved {min(saved, key=saved.get)}")  # fmt: skip
+    assert saved["lean"] <= 0.5 * saved["gather"]  # lean's memory does not depend on the noise
+    assert max(record["max_rel_error"].values()) < 1e-5  # every backend computed the gather's function
+
 # %% [markdown]
-# How to read it: in the forward, the fused backends (`sdpa`, `lean`, `flex`) win at every stage because
-# they remove the element-wise gather and never write the attention matrix; at stage 3 `dense` wins by far,
-# exactly as on the GPU. In the backward, the fused attention's backward kernel is the main cost, and
-# `dense` again wins where regions are tiny. The memory column is where `lean` stands out: it keeps a small
-# fraction of what the gather keeps, at a small price in speed. Whole-model numbers (a BiFormer-T training
-# step and batch-1 inference) are in the last table, if the stored run has them: there BRA is only part of
-# the time (MLPs, convolutions and norms are the same for every backend), so the gains are diluted.
+# How to read it. **Forward**: the backends that copy token rows once and run a fused kernel (`sdpa`, `lean`)
+# beat the gather at every stage; `lean` a little more, because it works a few dozen regions at a time, so
+# what it gathers is still in cache when the attention kernel reads it. At stage 3 (4-token regions) `dense`
+# wins by far, as on the GPU: 196 tokens are so few that doing $S^2/k \approx 3$ times the arithmetic in one
+# large kernel beats any gather; at stage 1 (3136 tokens) the same trade is hopeless. Compiled `flex` is
+# correct but slower than `lean` on this CPU. **Forward+backward**: `lean` (stages 1-2) and `dense` (stage 3)
+# win; `lean`'s backward re-gathers and index-adds instead of keeping $K^g$ and $V^g$. **Memory**: `lean`
+# keeps 0.03-0.21× of what the gather keeps for the backward, and the figure shows that this does not get
+# worse with $k$. **Whole model**: BRA is only part of a BiFormer-T step (MLPs, convolutions and norms cost
+# the same for every backend), so the speed-ups are diluted; `auto`, which picks per stage, gives the fastest
+# training step.
+#
+# Stage 2 (16-token regions, $k=4$) is where the fused backends gain least: its attention kernel alone
+# (16 queries against 64 keys per region and head, tiny matrix products) takes about two thirds of `lean`'s
+# time, so no rearrangement of copies around it can halve the gather's time. The next section's list says
+# what would.
+#
+# The timings are noisy: other people's jobs shared the two cores, and a round in which another process held
+# "our" core takes twice as long. The rounds are interleaved, so every backend met the same noise, and the
+# medians of process CPU time (the "CPU time" column) agree with the wall-clock ratios; still, read the
+# ratios as ±10%.
 #
 # ## 6. Letting `auto` choose
 #
@@ -366,14 +397,17 @@ print("runs stored for auto:", [(run["device"], run["dtype"]) for run in measure
 # ## 7. What is left on the table
 #
 # * **One kernel for gather + attention.** Every fast backend here still writes the gathered keys and
-#   values somewhere (`flex` excepted). A kernel that reads the routed regions of K and V straight from the
-#   map, region by region, moves $k$ times fewer bytes; on a GPU that is a Triton kernel away.
+#   values somewhere (`flex` excepted), and at stage 2 the small attention products dominate what is left. A
+#   kernel that reads the routed regions of K and V straight from the map, region by region, and keeps a
+#   region's scores in registers moves $k$ times fewer bytes and pays no per-region call overhead; on a GPU
+#   that is a Triton kernel away, on a CPU a C++ one.
 # * **Keep the region layout.** Each BRA call copies q, k, v into region order and the output back. A
 #   model that kept its activations region-major between the qkv projection and the output projection would
-#   skip those copies.
-# * **FlexAttention on a GPU.** With regions grouped into 128-token blocks (what bralib's `flex` does on
-#   CUDA for small regions) it should compile at every stage; that still needs a GPU run, as does the
-#   whole-model comparison with Swin-T (`benchmarks/gpu_vs_swin.py`).
+#   skip those copies; so would gathering k and v together from the one qkv tensor they are slices of.
+# * **GPU.** No GPU was available for this chapter. FlexAttention with regions grouped into 128-token blocks
+#   (what bralib's `flex` does on CUDA for small regions), `lean`'s recompute backward, the CUDA rows of the
+#   equivalence tests and the whole-model comparison with Swin-T (`benchmarks/gpu_vs_swin.py`) all still need
+#   a GPU run.
 # * **Lower precision.** bfloat16 halves every byte above; the routing stays in float32 (chapter 3), so AMP
 #   does not change which regions are attended to.
 #
@@ -381,9 +415,9 @@ print("runs stored for auto:", [(run["device"], run["dtype"]) for run in measure
 #
 # * The gather algorithm is memory-bound: its copies and gathers do no arithmetic, and at small regions even
 #   its matrix products have too few FLOPs per byte. Count bytes, not just FLOPs.
-# * `sdpa` and `lean` gather token rows once and run a fused attention kernel; `dense` trades $S^2/k$ times
-#   the FLOPs for one big kernel and wins at 4-token regions; `flex` skips the gather with a block-sparse
-#   compiled kernel (forward only on CPU).
+# * `sdpa` and `lean` gather token rows once and run a fused attention kernel (`lean` in cache-sized chunks);
+#   `dense` trades $S^2/k$ times the FLOPs for one big kernel and wins at 4-token regions; `flex` skips the
+#   gather with a block-sparse compiled kernel (forward only on CPU).
 # * The backward of a gather is an index-add. Saving only q, k, v, the output and the softmax statistics
 #   (`lean`) keeps the memory for the backward independent of $k$.
 # * Measure side by side: same inputs, warm-up, interleaved rounds, medians, load written down.

@@ -49,9 +49,9 @@ CHECKPOINT = HERE / "checkpoints" / "biformer_nano_digits.pt"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=8, help="epochs of each compared run (default: 8)")
-    parser.add_argument("--pretrain-epochs", type=int, default=4, help="epochs of the shared 'cue' pretraining "
-                        "(default: 4; 0 trains both runs from scratch)")  # fmt: skip
+    parser.add_argument("--epochs", type=int, default=16, help="epochs of each compared run (default: 16)")
+    parser.add_argument("--pretrain-epochs", type=int, default=8, help="epochs of the shared 'cue' pretraining "
+                        "(default: 8; 0 trains both runs from scratch)")  # fmt: skip
     parser.add_argument("--distractors", type=int, default=2, help="distractor digits per image (default: 2)")
     parser.add_argument("--strokes", type=int, default=0, help="grey strokes per image (default: 0)")
     parser.add_argument("--pretrain-distractors", type=int, default=0, help="distractors in pretraining (default: 0)")
@@ -137,18 +137,35 @@ def main(argv: list[str] | None = None) -> int:
     arguments = argv if argv is not None else sys.argv[1:]
     record = {
         "what": "stored result of experiments/bra_vs_local.py: biformer_nano on digits-pairs, BRA vs local routing",
-        "command": shlex.join(["OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", ""), "python",
-                               "experiments/bra_vs_local.py", *arguments]),  # fmt: skip
+        "command": shlex.join(
+            [
+                "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", ""),
+                "python",
+                "experiments/bra_vs_local.py",
+                *arguments,
+            ]
+        ),  # fmt: skip
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "device": "cpu"},  # fmt: skip
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "device": "cpu",
+        },  # fmt: skip
         "total_wall_seconds": round(time.time() - started, 1),
         "runs": {k: {key: v for key, v in run.items() if key != "run_dir"} for k, run in runs.items()},
         "gap_top1": round(runs["content"]["top1"] - runs["local"]["top1"], 2),
         "gap_ema_top1": round(runs["content"]["ema_top1"] - runs["local"]["ema_top1"], 2),
-        "checkpoint": {"path": os.path.relpath(args.checkpoint, HERE.parent), "sha256": digest,
-                       "bytes": Path(args.checkpoint).stat().st_size, "weights": "ema, float16",
-                       "top1": round(exported["top1"], 2), "loss": round(exported["loss"], 4)},  # fmt: skip
+        "checkpoint": {
+            "path": os.path.relpath(args.checkpoint, HERE.parent),
+            "sha256": digest,
+            "bytes": Path(args.checkpoint).stat().st_size,
+            "weights": "ema, float16",
+            "top1": round(exported["top1"], 2),
+            "loss": round(exported["loss"], 4),
+        },  # fmt: skip
     }
     Path(args.result).parent.mkdir(parents=True, exist_ok=True)
     Path(args.result).write_text(json.dumps(record, indent=2) + "\n")

@@ -247,3 +247,11 @@ def test_chapter_5_runs_in_jupyterlab_and_its_widget_reacts(tmp_path):
     assert server.poll() is not None
     assert screenshot.stat().st_size > 0
     print(f"screenshot: {screenshot}")
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("", pytest.skip.Exception), ("true", pytest.fail.Exception)])
+def test_a_missing_browser_skips_but_fails_under_ci(monkeypatch, tmp_path, ci, outcome):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="no-chromium is missing"):
+        test_chapter_5_runs_in_jupyterlab_and_its_widget_reacts(tmp_path)

@@ -90,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"bralib bench: unknown backend(s) {unknown}; known: {list(BACKENDS)}")
         return 2
+    model_backends = tuple(args.model_backends or ())
+    unknown_model = [b for b in (*model_backends, *(args.compile_backends or ())) if b != "auto" and b not in BACKENDS]
+    if unknown_model:
+        print(f"bralib bench: unknown model backend(s) {unknown_model}; known: {['auto', *BACKENDS]}")
+        return 2
     if "gather" not in backends:
         backends = ("gather", *backends)  # every ratio is against the gather
     try:

@@ -168,11 +168,15 @@ def target_table(results: dict[str, Any]) -> str:
 def report(results: dict[str, Any]) -> str:
     """The whole printed report: where it ran, then one table per shape, then the model table."""
     load = results.get("load_before"), results.get("load_after")
+    if results.get("shapes"):
+        rounds = f"median of {results['repeats']} interleaved rounds after {results['warmup']} warm-up" + (
+            f" ({results['model'].get('repeats', '?')} rounds for the whole model)" if results.get("model") else ""
+        )
+    else:
+        rounds = f"whole model only: median of {(results.get('model') or {}).get('repeats', '?')} interleaved rounds"
     lines = [
         f"bralib bench: {results['device']} {results['dtype']}, {results['machine'].get('processor')}, "
-        f"{results['machine'].get('torch_threads')} threads, torch {results['machine'].get('torch')}; "
-        f"median of {results['repeats']} interleaved rounds after {results['warmup']} warm-up"
-        + (f" ({results['model'].get('repeats', '?')} rounds for the whole model)" if results.get("model") else ""),
+        f"{results['machine'].get('torch_threads')} threads, torch {results['machine'].get('torch')}; {rounds}",
         f"load average (1, 5, 15 min) before {load[0]}, after {load[1]}",
         "speed-up = gather ms / backend ms (higher is better); saved = activation bytes kept for the backward "
         "beyond the inputs (lower is better)",

@@ -17,7 +17,8 @@ What is counted:
   score: the exp, the max and the normalisation are counted once together), and arithmetic (``add``,
   ``mul``, ``div``, ``sub``: one per output element, e.g. the attention scale and the LCE residual add).
   These are O(HW * C) or O(scores) and matter only for small channel counts; they are off by default so
-  the numbers compare with the paper's and fvcore's.
+  the numbers compare with the paper's and fvcore's. A fused attention kernel (SDPA) does its softmax inside,
+  where no element-wise op is visible: count element-wise work with an unfused backend (``gather``).
 
 ``topk``, ``index_select``, ``gather``, reshapes and copies move memory and compare numbers: they cost no
 multiply-adds and are never counted. That is exactly why FLOPs are not time for BRA (see chapter 5).
@@ -98,6 +99,17 @@ def count_flops(module: nn.Module | Callable[..., Any], *inputs: Any, elementwis
     return counter.get_total_flops() // 2
 
 
+def _parent(name: str, names: dict[str, int]) -> str | None:
+    """The closest proper ancestor of ``name`` among ``names`` ("" is the root), or None for the root itself."""
+    if not name:
+        return None
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:cut]) in names:
+            return ".".join(parts[:cut])
+    return ""
+
+
 def count_flops_by_module(
     module: nn.Module, *inputs: Any, elementwise: bool = False, inclusive: bool = True, **kwargs: Any
 ) -> dict[str, int]:
@@ -127,9 +139,7 @@ def count_flops_by_module(
         return {name: macs for name, macs in totals.items() if macs or name == ""}
     own: dict[str, int] = {}
     for name, macs in totals.items():
-        prefix = f"{name}." if name else ""
-        children = [
-            other for other in totals if other != name and other.startswith(prefix) and "." not in other[len(prefix) :]
-        ]
-        own[name] = macs - sum(totals[child] for child in children)
+        # The nearest counted descendants, not just direct children: containers such as nn.ModuleList are
+        # never called, so "stages.0.blocks" is absent while "stages.0.blocks.0" is there.
+        own[name] = macs - sum(totals[other] for other in totals if _parent(other, totals) == name)
     return {name: macs for name, macs in own.items() if macs or name == ""}

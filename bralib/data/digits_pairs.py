@@ -1,8 +1,8 @@
 """``digits-pairs``: a small offline task that needs long-range relations, built from scikit-learn's digits.
 
 Every image is a 64x64 RGB canvas holding two **key digits** far apart (centres at least half the
-canvas side apart), ``distractors`` other digits (2 by default), ``strokes`` grey line segments and
-faint noise. The label is a relation between the two key digits:
+canvas side apart), ``distractors`` other digits (2 by default), faint noise and, if asked for,
+``strokes`` grey line segments (clutter; none by default). The label is a relation between the two key digits:
 
 * ``"partner"`` (the default, 10 classes). The first key digit, the **cue**, has a small white dot
   by its top-left corner; the second, its **partner**, has the cue's tint; every distractor has a tint of its own.
@@ -158,7 +158,7 @@ class DigitsPairs(torch.utils.data.Dataset):
         canvas: side of the square image in pixels (>= 48).
         distractors: tinted digits besides the two key digits (for ``"partner"``: never the keys' tint, and
             all different from each other up to 5).
-        strokes: random line segments per image.
+        strokes: random grey line segments per image (clutter).
         min_distance: smallest distance between the key digits' centres; default ``canvas / 2``.
     """
 
@@ -171,7 +171,7 @@ class DigitsPairs(torch.utils.data.Dataset):
         relation: str = "partner",
         canvas: int = 64,
         distractors: int = 2,
-        strokes: int = 3,
+        strokes: int = 0,
         min_distance: float | None = None,
     ) -> None:
         if relation not in RELATIONS:

@@ -58,7 +58,7 @@ def build_datasets(
     seed: int = 0,
     relation: str = "partner",
     distractors: int = 2,
-    strokes: int = 3,
+    strokes: int = 0,
     randaugment_ops: int = 2,
     randaugment_magnitude: float = 9.0,
     random_erasing: float = 0.0,

@@ -51,7 +51,7 @@ class TrainConfig:
         choices=("partner", "cue", "same", "sum-mod-10"),
     )
     distractors: int = _field(2, "digits-pairs: tinted distractor digits per image")
-    strokes: int = _field(3, "digits-pairs: grey line segments per image")
+    strokes: int = _field(0, "digits-pairs: grey line segments per image (clutter; 0 = none)")
     image_size: int | None = _field(None, "input side in pixels (default: 64 for digits-pairs, 224 for folders)")
     train_size: int | None = _field(None, "number of training images (default: digits-pairs 3072, folders all)")
     val_size: int | None = _field(None, "number of validation images (default: digits-pairs 1024, folders all)")

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bralib.train.evaluate_checkpoint import evaluate_checkpoint
+    from bralib.train.evaluation import evaluate_checkpoint
 
     result = evaluate_checkpoint(
         args.checkpoint, data=args.data, val_size=args.val_size, batch_size=args.batch_size,

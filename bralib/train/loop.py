@@ -21,7 +21,7 @@ from bralib.train import distributed
 from bralib.train.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from bralib.train.config import TrainConfig, config_differences
 from bralib.train.ema import ModelEma
-from bralib.train.evaluate import evaluate
+from bralib.train.evaluation import evaluate
 from bralib.train.mixup import Mixup, soft_target_cross_entropy
 from bralib.train.model import build_model, load_weights
 from bralib.train.optim import WarmupCosine, build_optimizer

@@ -126,3 +126,11 @@ def test_built_in_pipeline():
     assert spec.num_classes == 10 and len(spec.train) == 10 and len(spec.val) == 6
     image, label = spec.train[(0, 7)]
     assert image.shape == (3, 64, 64) and 0 <= label < 10
+
+
+def test_strokes_are_clutter_on_the_same_layout():
+    plain, cluttered = DigitsPairs("train", 4), DigitsPairs("train", 4, strokes=3)
+    assert plain.layout(1).strokes == () and len(cluttered.layout(1).strokes) == 3
+    assert plain.layout(1).keys == cluttered.layout(1).keys  # strokes are drawn last: the digits stay put
+    assert plain.layout(1).distractors == cluttered.layout(1).distractors
+    assert (cluttered[1][0] >= plain[1][0] - 1e-6).all() and not torch.equal(cluttered[1][0], plain[1][0])

@@ -88,6 +88,7 @@ def test_bench_command_rejects_bad_requests(capsys):
     for argv, message in [
         (["--shapes", "custom"], "--shapes custom needs at least one --custom SPEC"),
         (["--backends", "nope"], "unknown backend(s) ['nope']"),
+        (["--model", "--model-backends", "gather", "nope"], "unknown model backend(s) ['nope']"),
         (["--shapes", "custom", "--custom", "7x7"], "is not HxW:C:heads:topk"),
     ]:
         assert main(["bench", *argv, "--no-progress"]) == 2

@@ -81,3 +81,22 @@ def test_refuses_to_overwrite_a_run_and_asking_for_cuda_without_one(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="use --device cpu"):
             train(TrainConfig(model=TOY, epochs=1, out=str(tmp_path / "c"), device="cuda", **TINY))
+
+
+def test_init_starts_a_run_from_another_runs_weights(tmp_path):
+    from bralib.train import distributed
+    from bralib.train.loop import Trainer
+
+    first = tmp_path / "first"
+    train(TrainConfig(model=TOY, epochs=1, out=str(first), **TINY))
+    start = Trainer(TrainConfig(model=TOY, epochs=1, out=str(tmp_path / "second"), init=str(first / "checkpoint.pt"),
+                                **TINY), distributed.setup("cpu"))  # fmt: skip
+    ema = torch.load(first / "checkpoint.pt", weights_only=True)["ema"]["module"]
+    for name, value in start.model.state_dict().items():
+        assert torch.equal(value, ema[name]), name  # the EMA weights, which evaluate best
+    for name, value in start.ema.module.state_dict().items():
+        assert torch.equal(value, ema[name]), name  # and the new run's average starts there too
+    wider = TrainConfig(model=TOY, model_args={"dim": 32}, epochs=1, out=str(tmp_path / "third"),
+                        init=str(first / "checkpoint.pt"), **TINY)  # fmt: skip
+    with pytest.raises(ValueError, match=r"--init checkpoint .* does not fit this model"):
+        train(wider)

@@ -165,7 +165,7 @@ def _flash_forward(q, k, v, index, num_heads, n_win, scale, out):
     between the gather and the attention kernel that reads them.
     """
     q_rows, kv_rows, n, routed = _token_rows(q, index, n_win)
-    per = regions_per_chunk(q, v, index.shape[-1], n_win)
+    per = min(regions_per_chunk(q, v, index.shape[-1], n_win), q_rows.numel() // n)  # buffers no larger than needed
     sizes, q_chunks, kv_chunks = _chunks(q_rows, kv_rows, n, routed, per)
     sources = [token_rows(t) for t in (q, k, v)]  # (B*H*W, C*): views
     buffers = [t.new_empty((per * length, t.shape[-1])) for t, length in ((q, n), (k, routed), (v, routed))]
@@ -195,7 +195,7 @@ def _flash_backward(grad_out, q, k, v, index, out, lse, num_heads, n_win, scale)
     that routes to its region: ``index_add_`` sums those contributions, where ``grad[rows] = g`` would keep one.
     """
     q_rows, kv_rows, n, routed = _token_rows(q, index, n_win)
-    per = regions_per_chunk(q, v, index.shape[-1], n_win)
+    per = min(regions_per_chunk(q, v, index.shape[-1], n_win), q_rows.numel() // n)  # buffers no larger than needed
     sizes, q_chunks, kv_chunks = _chunks(q_rows, kv_rows, n, routed, per)
     # Contiguous on purpose: token_rows() of them must be views, since the results are written through them.
     grad_q = torch.empty(q.shape, dtype=q.dtype, device=q.device)

@@ -63,6 +63,26 @@ def test_bra_layer_hand_count(backend):
     assert inclusive[""] == sum(by_module.values())
 
 
+def test_own_counts_skip_containers_that_are_never_called():
+    # nn.ModuleList is never called, so "blocks" is not tracked while "blocks.0" is: the own count of the
+    # outer module must subtract its nearest counted descendants, and the own counts must sum to the total.
+    class Stage(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.Linear(8, 8), nn.Linear(8, 4)])
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return x
+
+    model = nn.Sequential(Stage(), nn.Linear(4, 2))
+    x = torch.randn(3, 8)
+    own = count_flops_by_module(model, x, inclusive=False)
+    assert own == {"": 0, "0.blocks.0": 3 * 8 * 8, "0.blocks.1": 3 * 8 * 4, "1": 3 * 4 * 2}
+    assert sum(own.values()) == count_flops(model, x)
+
+
 def test_bad_module():
     with pytest.raises(TypeError, match="nn.Module"):
         count_flops_by_module(lambda x: x, torch.randn(2))

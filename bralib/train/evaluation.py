@@ -1,17 +1,47 @@
-"""Evaluate a training checkpoint in one process: the model and the data as the run had them, unless told otherwise."""
+"""Top-1 / top-5 accuracy and loss over a loader (summed across processes), and of a checkpoint in one process."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from bralib.data import build_datasets, build_loader
-from bralib.train.checkpoint import load_checkpoint, load_model_state
-from bralib.train.config import TrainConfig
-from bralib.train.distributed import resolve_device
-from bralib.train.evaluate import evaluate
-from bralib.train.loop import amp_dtype_for
-from bralib.train.model import build_model
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bralib.train.distributed import all_reduce_sum
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loader, *, device: torch.device, amp_dtype: torch.dtype | None = None
+) -> dict[str, float]:
+    """Accuracy (%) and mean cross-entropy of ``model`` on every image of ``loader``.
+
+    Under torchrun each rank reads its own share (no padding, no duplicates) and the sums are
+    all-reduced, so the numbers equal a single-process evaluation. Top-5 is top-min(5, classes).
+    """
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1 hits, top-5 hits, images
+    for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(images)  # (B, classes)
+        k = min(5, logits.shape[-1])
+        hits = logits.topk(k, dim=-1).indices == labels[:, None]  # (B, k)
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        sums += torch.stack([loss.double(), hits[:, 0].sum().double(), hits.sum().double(),
+                             torch.tensor(labels.shape[0], dtype=torch.float64, device=device)])  # fmt: skip
+    all_reduce_sum(sums)
+    model.train(was_training)
+    count = max(sums[3].item(), 1.0)
+    return {
+        "loss": sums[0].item() / count,
+        "top1": 100.0 * sums[1].item() / count,
+        "top5": 100.0 * sums[2].item() / count,
+        "images": int(sums[3].item()),
+    }
 
 
 def evaluate_checkpoint(
@@ -25,6 +55,13 @@ def evaluate_checkpoint(
     amp: bool | None = None,
 ) -> dict[str, Any]:
     """Top-1 / top-5 / loss of the checkpoint's weights and of its EMA weights on the validation split."""
+    from bralib.data import build_datasets, build_loader
+    from bralib.train.checkpoint import load_checkpoint, load_model_state
+    from bralib.train.config import TrainConfig
+    from bralib.train.distributed import resolve_device
+    from bralib.train.loop import amp_dtype_for  # imported here: the loop imports this module
+    from bralib.train.model import build_model
+
     payload = load_checkpoint(path)
     config = TrainConfig.from_dict(payload["config"], source=f"config stored in {path}")
     data = config.data if data is None else data
