@@ -253,9 +253,9 @@ assert not set(shares[0]) & set(shares[1])
 #
 # ImageNet is out of reach on a CPU, and a small image task that a local model solves as well would tell
 # us nothing about routing. `bralib.data.digits_pairs` builds one offline from scikit-learn's handwritten
-# digits: a 64×64 canvas with four digits and some grey strokes. One digit, the **cue**, has a small white
-# dot by its top-left corner; its **partner** has the cue's colour; the two others have colours of their
-# own. The cue and partner are at least half a canvas apart.
+# digits: a 64×64 noisy canvas with four digits (grey strokes on request). One digit, the **cue**, has a
+# small white dot by its top-left corner; its **partner** has the cue's colour; the two others have colours
+# of their own. The cue and partner are at least half a canvas apart.
 #
 # * relation `"partner"`: the label is the partner's digit. Which digit that is shows only from the cue's
 #   colour, half a canvas away;
@@ -356,22 +356,38 @@ assert content["steps"] == local["steps"] and content["config"]["seed"] == local
 assert {k: v for k, v in content["config"].items() if k != "routing"} == {
     k: v for k, v in local["config"].items() if k != "routing"
 }  # one config; only the routing differs
+assert (content["top1"], content["ema_top1"], local["top1"], local["ema_top1"]) == (66.21, 66.89, 64.36, 65.72), (
+    "the stored result changed: update the discussion below"
+)
 
-fig, ax = plt.subplots(figsize=(6, 3))
+pretrain_steps = stored["runs"].get("pretrain_cue", {}).get("steps", 0)
+fig, ax = plt.subplots(figsize=(6.5, 3.2))
 for name, run in stored["runs"].items():
-    steps = [h["step"] for h in run["history"]]
-    offset = (
-        stored["runs"]["pretrain_cue"]["steps"] if name != "pretrain_cue" and "pretrain_cue" in stored["runs"] else 0
-    )
-    ax.plot([s + offset for s in steps], [h["top1"] for h in run["history"]], "o-", label=f"{name} (stored)")
+    offset = 0 if name == "pretrain_cue" else pretrain_steps  # the compared runs start where pretraining ended
+    steps = [h["step"] + offset for h in run["history"]]
+    ax.plot(steps, [h["top1"] for h in run["history"]], "o-", markersize=3, label=f"{name} (stored)")
 ax.axhline(10, color="gray", linestyle=":", label="chance (10 classes)")
-ax.set(xlabel="optimizer step (fine-tuning runs start after the pretraining)", ylabel="validation top-1 (%)",
-       title="stored: biformer_nano on digits-pairs")  # fmt: skip
+ax.set(xlabel="optimizer step", ylabel="validation top-1 (%)", title="stored: biformer_nano on digits-pairs")
 ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# RESULT-DISCUSSION
+# **What the stored run found.** After the shared pretraining, both models learn the partner task far beyond
+# what reading the digits without finding the partner allows (picking one of the three unmarked digits at
+# random scores about a third): content routing ends at 66.2 % top-1 (EMA 66.9 %), the local window at
+# 64.4 % (EMA 65.7 %), on 1,024 validation images. BRA is ahead by 1.9 points (1.2 with EMA), but that is
+# about the size of the noise: the standard error of one accuracy near 65 % on 1,024 images is 1.5 points,
+# the local run's own top-1 moved by 1.7 points between its last two epochs, and this is one seed. **On this
+# task at this scale we did not measure a clear gap**, unlike the paper's Table 5 on ImageNet.
+#
+# The curves say more than the end points: the local model learned faster for the first half of the run
+# (ahead by up to 13 points, at epoch 6; the pretraining used local routing, so its weights started out
+# matched to it), and content routing caught up by epoch 10. A likely reason for the small final gap, not
+# tested here: `biformer_nano`'s third stage routes each of its four regions to two of them, half the map,
+# and its fourth stage is global attention over a 2×2 map, so even the "local" model can bring the partner
+# to the cue within two stages, at a coarser grain. Content routing costs 0.2 % more FLOPs and, on this
+# CPU, 3 % more wall time. Chapter 8 asks the sharper question the accuracy cannot answer: does the
+# trained model's routing actually go to the partner?
 #
 # ## Summary
 #

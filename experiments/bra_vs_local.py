@@ -17,7 +17,7 @@ Writes
 * ``experiments/checkpoints/biformer_nano_digits.pt``: the BRA run's EMA weights in float16 (inference
   only, about 2 MB), with its SHA-256 in ``biformer_nano_digits.pt.sha256``, for chapter 8.
 
-Reproduce (one thread, as stored; about half an hour on a shared 2-core machine)::
+Reproduce (one thread, as stored: 19 minutes of wall time on a shared 2-core CPU machine)::
 
     OMP_NUM_THREADS=1 python experiments/bra_vs_local.py
 

@@ -100,3 +100,17 @@ def test_init_starts_a_run_from_another_runs_weights(tmp_path):
                         init=str(first / "checkpoint.pt"), **TINY)  # fmt: skip
     with pytest.raises(ValueError, match=r"--init checkpoint .* does not fit this model"):
         train(wider)
+
+
+def test_exports_are_functions_even_after_every_submodule_is_imported():
+    import importlib
+    import pkgutil
+    import types
+
+    import bralib.train as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "__main__":
+            importlib.import_module(f"bralib.train.{info.name}")
+    for name in package.__all__:
+        assert not isinstance(getattr(package, name), types.ModuleType), f"bralib.train.{name} is shadowed by a module"
