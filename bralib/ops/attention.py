@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bralib.ops.amp import autocast_off
 from bralib.ops.backends import choose_backend, get_backend
 from bralib.ops.routing import local_index, region_means, route_regions, routing_dtype, top_regions
 from bralib.ops.validate import (
@@ -174,7 +175,7 @@ class BiLevelRoutingAttention(nn.Module):
         means AMP never changes which regions are routed: the fp32 and the AMP model route alike.
         """
         work = routing_dtype(x)
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_off(x.device):
             x_region = region_means(x.to(work), self.n_win)  # (B, S^2, dim)
             weight = self.qkv.weight[: 2 * self.qk_dim].to(work)
             bias = self.qkv.bias[: 2 * self.qk_dim].to(work)

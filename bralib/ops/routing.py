@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from bralib.ops.amp import autocast_off
 from bralib.ops.regions import to_regions
 from bralib.ops.validate import check_positive_int, check_topk
 
@@ -42,7 +43,7 @@ def route_regions(
     check_topk(topk, n_win)
     if q.shape != k.shape:
         raise ValueError(f"q and k must have the same shape (B, H, W, C), got {tuple(q.shape)} and {tuple(k.shape)}")
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with autocast_off(q.device):
         q_region = region_means(q.to(routing_dtype(q)), n_win)  # (B, S^2, C)
         k_region = region_means(k.to(routing_dtype(k)), n_win)  # (B, S^2, C)
     return top_regions(q_region, k_region, topk=topk, scale=scale)
@@ -58,7 +59,7 @@ def top_regions(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Region adjacency and top-k from region-level queries and keys (B, S*S, C), in their own dtype."""
     scale = q_region.shape[-1] ** -0.5 if scale is None else scale
-    with torch.autocast(device_type=q_region.device.type, enabled=False):
+    with autocast_off(q_region.device):
         logits = (q_region * scale) @ k_region.transpose(-1, -2)  # (B, S^2, S^2)
     index = torch.topk(logits, k=topk, dim=-1, largest=True, sorted=True).indices  # (B, S^2, topk)
     return logits, index

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from bralib.ops.amp import autocast_off
 from bralib.ops.backends.layout import (
     gather_tokens,
     query_token_index,
@@ -73,7 +74,7 @@ class LeanRegionAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, index, num_heads: int, n_win: int, scale: float, strategy: str):
         out = q.new_empty(v.shape)  # (B, H, W, Cv)
         lse = None
-        with torch.autocast(device_type=q.device.type, enabled=False):  # compute in the inputs' dtype
+        with autocast_off(q.device):  # compute in the inputs' dtype
             if strategy == "flash":
                 lse = _flash_forward(q, k, v, index, num_heads, n_win, scale, out)  # (B*S^2, heads, n)
             else:
@@ -95,7 +96,7 @@ class LeanRegionAttention(torch.autograd.Function):
         num_heads, n_win, scale, strategy = ctx.config
         q, k, v, index = ctx.saved_tensors[:4]
         grad_out = grad_out.contiguous()
-        with torch.autocast(device_type=q.device.type, enabled=False):
+        with autocast_off(q.device):
             if strategy == "flash":
                 out, lse = ctx.saved_tensors[4:]
                 grads = _flash_backward(grad_out, q, k, v, index, out, lse, num_heads, n_win, scale)
