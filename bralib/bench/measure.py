@@ -79,6 +79,17 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def record_timings(record: dict[str, Any], wall: dict, cpu: dict, errors: dict, digits: int) -> None:
+    """Store what :func:`interleaved` measured in a bench record, per (name, mode): the median wall time,
+    every round, the median process CPU time, and the error of a variant that failed."""
+    for (name, mode), message in errors.items():
+        record["errors"][f"{name} ({mode})"] = message
+    for (name, mode), times in wall.items():
+        record[f"{mode}_ms"][name] = round(median(times), digits)
+        record[f"{mode}_ms_all"][name] = [round(t, digits) for t in times]
+        record[f"{mode}_cpu_ms"][name] = round(median(cpu[(name, mode)]), digits)
+
+
 def saved_bytes(run: Callable[[], Any], exclude: Iterable[torch.Tensor] = ()) -> tuple[int, Any]:
     """Bytes of the distinct storages autograd saves for the backward while ``run()`` executes.
 

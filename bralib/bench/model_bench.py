@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bralib.bench.measure import interleaved, median, saved_bytes
+from bralib.bench.measure import interleaved, record_timings, saved_bytes
 from bralib.ops import BiLevelRoutingAttention
 from bralib.ops.backends import BACKENDS
 
@@ -99,12 +99,7 @@ def bench_model(
         progress.total = (progress.total or 0) + len(tasks) * (repeats + warmup)
         progress.set_description(f"{model_name} (whole model)")
     wall, cpu, errors = interleaved(tasks, device=device, repeats=repeats, warmup=warmup, progress=progress)
-    for (label, mode), message in errors.items():
-        result["errors"][f"{label} ({mode})"] = message
-    for (label, mode), times in wall.items():
-        result[f"{mode}_ms"][label] = round(median(times), 3)
-        result[f"{mode}_ms_all"][label] = [round(t, 3) for t in times]
-        result[f"{mode}_cpu_ms"][label] = round(median(cpu[(label, mode)]), 3)
+    record_timings(result, wall, cpu, errors, digits=3)
     return result
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from bralib.bench.measure import cuda_peak_bytes, interleaved, median, saved_bytes
+from bralib.bench.measure import cuda_peak_bytes, interleaved, record_timings, saved_bytes
 from bralib.bench.shapes import StageShape
 from bralib.ops import bra, route_regions
 from bralib.ops.backends import BACKENDS
@@ -88,12 +88,8 @@ def bench_shape(
         progress.total = (progress.total or 0) + len(tasks) * (repeats + warmup)
         progress.set_description(shape.label)
     wall, cpu, errors = interleaved(tasks, device=device, repeats=repeats, warmup=warmup, progress=progress)
-    for (name, mode), message in errors.items():
-        record["errors"][f"{name} ({mode})"] = message
-    for (name, mode), times in wall.items():
-        record[f"{mode}_ms"][name] = round(median(times), 4)
-        record[f"{mode}_ms_all"][name] = [round(t, 4) for t in times]
-        record[f"{mode}_cpu_ms"][name] = round(median(cpu[(name, mode)]), 4)
+    record_timings(record, wall, cpu, errors, digits=4)
+    for name, mode in wall:
         if mode == "train":
             _measure_memory(record, name, lambda name=name: bra(q, k, v, backend=name, **kwargs), (q, k, v), device)
             if device.type == "cuda":
