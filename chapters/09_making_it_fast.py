@@ -369,6 +369,27 @@ for record in stored["shapes"]:  # the stored run's verdicts, per stage
 # medians of process CPU time (the "CPU time" column) agree with the wall-clock ratios; still, read the
 # ratios as ±10%.
 #
+# How much the load matters shows in a second stored run, made later on the same machine with nothing else
+# running (`benchmarks/cpu_biformer_t_quiet.json`, BiFormer-T shapes and the whole model):
+
+# %%
+quiet = report.load_results(stored_path.with_name("cpu_biformer_t_quiet.json"))
+print(f"STORED RUN from {quiet['date']}, load average before/after {quiet['load_before']} / {quiet['load_after']}\n")
+print(report.target_table(quiet))
+for run, result in [("loaded", stored), ("idle", quiet)]:
+    stage1 = result["shapes"][0]
+    assert stage1["label"].endswith("stage 1")
+    print(f"{run:>6}: stage 1 gather forward {stage1['forward_ms']['gather']:.1f} ms, "
+          f"lean {stage1['forward_ms']['lean']:.1f} ms")  # fmt: skip
+    assert stage1["saved_bytes"]["lean"] <= 0.5 * stage1["saved_bytes"]["gather"]
+
+# %% [markdown]
+# On the idle machine the gather itself got much faster at stage 1 (the memory-bound step suffers most when
+# other processes share the caches and the memory bus), so `lean`'s stage-1 forward speed-up fell from about
+# 2.3× to about 1.6×, while stage 2 rose to about 2.1×. Forward+backward, memory and the training step stayed
+# on target; a forward speed-up of 2× at *both* stages was not reached in the same run. That is the honest
+# summary of where this CPU stands.
+#
 # ## 6. Letting `auto` choose
 #
 # No backend wins everywhere, so `backend="auto"` (the default of `bra` and `BiLevelRoutingAttention`)
