@@ -103,13 +103,17 @@ def model_macs(
     (matrix products and convolutions only). See the module docstring. The model's train/eval mode is used
     as is; call ``.eval()`` first for inference numbers (BatchNorm counts differently in training).
     """
-    return sum(_macs_per_module(model, input_size, convention=convention, batch=batch)[0].values())
+    return _macs_per_module(model, input_size, convention=convention, batch=batch)[0]
 
 
 def _macs_per_module(
     model: BiFormer, input_size: int | tuple[int, int] | None, *, convention: str, batch: int
-) -> tuple[dict[str, int], dict[str, int]]:
-    """(inclusive multiply-adds per module name, fvcore norm FLOPs per norm module name)."""
+) -> tuple[int, dict[str, int]]:
+    """(total, each submodule's own multiply-adds plus fvcore norm FLOPs as "norm:<name>").
+
+    Own counts have nothing counted twice: the attention's own work is its token attention and routing.
+    Work the model does outside every submodule is in the total only (none in a BiFormer).
+    """
     from bralib.complexity import count_flops_by_module
 
     if not isinstance(model, BiFormer):
@@ -119,23 +123,10 @@ def _macs_per_module(
     norms: dict[str, int] = {}
     with _counting_backend(model), _norm_flops(model, norms, convention == "fvcore"):
         with FakeTensorMode(allow_non_fake_inputs=True):  # shapes only: no arithmetic is done
-            inclusive = count_flops_by_module(model, _input(model, input_size, batch))
-    total = {"": inclusive.get("", 0) + sum(norms.values())}
-    return total, _leaves(inclusive) | {f"norm:{name}": flops for name, flops in norms.items()}
-
-
-def _leaves(inclusive: dict[str, int]) -> dict[str, int]:
-    """Per-module multiply-adds with nothing counted twice: a module's own work is its count minus its
-    counted descendants' (the attention's own work is its token attention and routing)."""
-    own = {}
-    for name, macs in inclusive.items():
-        if not name:
-            continue
-        inner = [other for other in inclusive if other.startswith(name + ".")]
-        # descendants that are not inside another counted descendant
-        direct = [o for o in inner if not any(o != p and o.startswith(p + ".") for p in inner)]
-        own[name] = macs - sum(inclusive[o] for o in direct)
-    return {name: macs for name, macs in own.items() if macs}
+            own = count_flops_by_module(model, _input(model, input_size, batch), inclusive=False)
+    total = sum(own.values()) + sum(norms.values())
+    own.pop("", None)
+    return total, own | {f"norm:{name}": flops for name, flops in norms.items()}
 
 
 def _component(name: str) -> str:
@@ -169,6 +160,6 @@ def macs_by_component(
     parts = dict.fromkeys(COMPONENTS, 0)
     for name, macs in per_module.items():
         parts[_component(name)] += macs
-    if sum(parts.values()) != total[""]:  # a counted op outside every named module would be lost here
-        raise RuntimeError(f"components sum to {sum(parts.values())}, but the model counts {total['']}")
+    if sum(parts.values()) != total:  # a counted op outside every named module would be lost here
+        raise RuntimeError(f"components sum to {sum(parts.values())}, but the model counts {total}")
     return {name: macs for name, macs in parts.items() if macs or name != "norms (fvcore)"}

@@ -96,6 +96,8 @@ def complexity_breakdown(side: int, channels: int, n_win: int, topk: int, *, ker
 
     ``n_win`` must divide ``side`` and ``topk`` lie in [1, n_win**2], as for the layer itself.
     """
+    from bralib.complexity import symbolic as sy
+
     side, channels = _check_int("side", side), _check_int("channels", channels)
     n_win, topk = _check_int("n_win", n_win), _check_int("topk", topk)
     if side % n_win:
@@ -103,13 +105,10 @@ def complexity_breakdown(side: int, channels: int, n_win: int, topk: int, *, ker
     if topk > n_win * n_win:
         raise ValueError(f"topk={topk} must be at most n_win**2 = {n_win * n_win}")
     terms = _bra_total(side, channels, n_win, topk, kernel)
-    curve = {
-        s: sum(_bra_total(side, channels, s, topk, kernel).values())
-        for s in range(1, side + 1)
-        if side % s == 0 and topk <= s * s
-    }
+    curve = {s: sum(_bra_total(side, channels, s, topk, kernel).values()) for s in _divisors(side) if topk <= s * s}
     tokens = side * side
-    full = 4 * tokens * channels**2 + 2 * tokens**2 * channels + kernel**2 * tokens * channels
+    # full attention in the same layer: its projections and attention, plus the LCE BRA also has
+    full = sum(sy.full_attention_terms(side, side, channels).values()) + kernel**2 * tokens * channels
     return ComplexityResult(
         side=side, channels=channels, n_win=n_win, topk=topk, terms=terms, total=sum(terms.values()),
         s_star=(topk * tokens**2 / 2) ** (1 / 6), curve=curve, best_n_win=min(curve, key=curve.get),
@@ -241,6 +240,7 @@ def routing_features(image: Any, side: int = 56, sharpness: float = 3.0) -> tupl
 def routing_view(features: torch.Tensor, n_win: int, topk: int, query_region: int) -> RoutingView:
     """Route ``features`` (1, side, side, C) used as both q and k; the attention of the query region's centre token."""
     from bralib.ops import route_regions
+    from bralib.ops.regions import region_of_tokens
 
     side = features.shape[1]
     if side % n_win:
@@ -252,9 +252,7 @@ def routing_view(features: torch.Tensor, n_win: int, topk: int, query_region: in
     region_side = side // n_win
     row, col = divmod(query_region, n_win)
     query = (row * region_side + region_side // 2, col * region_side + region_side // 2)
-    rows = torch.arange(side)[:, None] // region_side
-    cols = torch.arange(side)[None, :] // region_side
-    token_region = rows * n_win + cols  # (side, side) region of every token
+    token_region = region_of_tokens(side, side, n_win).view(side, side)  # region of every token
     allowed = torch.isin(token_region, index[0, query_region])  # (side, side)
     logits = features[0] @ features[0, query[0], query[1]]  # (side, side): q . k for every key token
     weights = torch.softmax(logits.masked_fill(~allowed, float("-inf")).flatten(), 0).view(side, side)
