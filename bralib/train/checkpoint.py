@@ -94,6 +94,13 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], *, source
     model.load_state_dict(state)
 
 
+def chosen_weights(payload: dict[str, Any], *, ema: bool = True) -> tuple[dict[str, torch.Tensor], bool]:
+    """(state dict, whether it is the EMA's) of a loaded checkpoint: the EMA weights when it has them and
+    ``ema`` is True, else the model's."""
+    use_ema = ema and payload.get("ema") is not None
+    return (payload["ema"]["module"] if use_ema else payload["model"]), use_ema
+
+
 def export_weights(
     source: str | Path, target: str | Path, *, ema: bool = True, dtype: torch.dtype | None = None
 ) -> dict[str, Any]:
@@ -105,8 +112,7 @@ def export_weights(
     dtype). The result loads with ``bralib.train.load_trained_model`` but cannot resume training.
     """
     payload = load_checkpoint(source)
-    use_ema = ema and payload.get("ema") is not None
-    state = payload["ema"]["module"] if use_ema else payload["model"]
+    state, use_ema = chosen_weights(payload, ema=ema)
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     slim = {

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from bralib.ops import BiLevelRoutingAttention
-from bralib.train.checkpoint import load_checkpoint, load_model_state
+from bralib.train.checkpoint import chosen_weights, load_checkpoint, load_model_state
 from bralib.train.config import TrainConfig
 
 
@@ -52,8 +52,7 @@ def load_weights(model: nn.Module, path: str | Path, *, ema: bool = True) -> dic
     checkpoint's config, as a dict.
     """
     payload = load_checkpoint(path)
-    use_ema = ema and payload.get("ema") is not None
-    state = payload["ema"]["module"] if use_ema else payload["model"]
+    state, _ = chosen_weights(payload, ema=ema)
     load_model_state(model, state, source=f"--init checkpoint {str(path)!r}")
     return payload["config"]
 
@@ -68,8 +67,7 @@ def load_trained_model(
     payload = load_checkpoint(path)
     config = TrainConfig.from_dict(payload["config"], source=f"config stored in {path}")
     model = build_model(config, payload["num_classes"])
-    use_ema = ema and payload.get("ema") is not None
-    state = payload["ema"]["module"] if use_ema else payload["model"]
+    state, use_ema = chosen_weights(payload, ema=ema)
     load_model_state(model, state, source=f"checkpoint {str(path)!r}")
     weights = "ema" if use_ema else payload.get("weights", "model")  # exported files say which they hold
     info = {"step": payload["step"], "num_classes": payload["num_classes"], "ema": weights == "ema",
