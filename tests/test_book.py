@@ -346,7 +346,14 @@ assert value == 2, "value is not 2"
 SLOW_CHAPTER = """\
 # %%
 import time
-time.sleep(1.5)
+start = time.process_time()
+while time.process_time() - start < 1.5:  # 1.5 s of CPU: the budget counts what a chapter costs
+    pass
+"""
+IDLE_CHAPTER = """\
+# %%
+import time
+time.sleep(6)  # waits, as a chapter does on a busy machine, without costing CPU
 """
 
 
@@ -369,7 +376,7 @@ def test_book_check_picks_chapters_and_fails_one_over_budget(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 1
     assert "00_ok" not in captured.out  # only the chapter asked for ran
-    assert re.search(r"^01_slow\s+over budget\s+\d+\.\d\s+1$", captured.out, re.MULTILINE), captured.out
+    assert re.search(r"^01_slow\s+over budget\s+\d+\.\d\s+1\s+\d+\.\d$", captured.out, re.MULTILINE), captured.out
 
 
 @pytest.mark.parametrize("xdist", [False, True], ids=["plain", "xdist"])
@@ -386,5 +393,31 @@ def test_pytest_fails_a_run_whose_chapter_exceeds_the_budget(tmp_path, run_pytho
     assert "1 passed" in output and "failed" not in output.replace("FAILED: chapter", ""), (
         output
     )  # the budget alone failed it
-    assert re.search(r"01_slow\s+\d+\.\d s of 1.2 s\s+OVER BUDGET", output), output
+    assert re.search(r"01_slow\s+\d+\.\d s cpu of 1.2 s\s+OVER BUDGET", output), output
     assert "over the 1.2 s budget of book.toml: 01_slow" in output
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["plain", "xdist"])
+def test_a_chapter_that_waits_is_not_over_budget(tmp_path, run_python, xdist):
+    """A busy machine makes a chapter wait, not cost more: 6 s of wall time, about 1 s of CPU, budget 4 s."""
+    _tiny_book(tmp_path, {"01_idle": IDLE_CHAPTER}, budget=4)
+    nb.build(load_book(tmp_path).chapters)
+    extra = ["-n", "1", "--dist", "loadscope"] if xdist else ["-p", "no:xdist"]
+    done = run_python(
+        *NBVAL, "-p", "bralib.book.pytest_budget", *extra, "--rootdir", str(tmp_path), "chapters", cwd=tmp_path
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    row = re.search(r"01_idle\s+(\d+\.\d) s cpu of 4 s\s+ok\s+\(wall (\d+\.\d) s\)", output)
+    assert row, output
+    assert float(row.group(1)) < 4 < 6 <= float(row.group(2)), output
+
+
+def test_book_check_judges_cpu_time_not_wall_time(tmp_path, capsys):
+    _tiny_book(tmp_path, {"01_idle": IDLE_CHAPTER}, budget=5)  # pytest + kernel start-up: ~2.5 s of CPU
+    code = main(["book", "--manifest", str(tmp_path / "book.toml"), "check"])
+    captured = capsys.readouterr()
+    row = next(line.split() for line in captured.out.splitlines() if line.startswith("01_idle"))
+    assert code == 0 and row[1] == "passed", captured.out
+    cpu, wall = float(row[2]), float(row[4])
+    assert cpu < 5 < 6 <= wall, captured.out

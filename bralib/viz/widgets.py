@@ -8,11 +8,23 @@ the computations and drawings do not, so the book's static figures use the same 
 A widget is an ``ipywidgets.interactive``: ``widget.result`` is the latest computation and
 ``widget.kwargs_widgets`` its sliders; changing a slider's ``value`` recomputes and redraws, in a notebook
 or in a test without one.
+
+Why the widgets draw the way they do: with ipykernel 7 and JupyterLab 4.4 or newer, widget messages are handled
+on a kernel *subshell*, a second thread, while the main thread may still be running cells. matplotlib is not
+thread-safe: ``pyplot`` keeps one global list of figures, and its mathtext parser (which renders log-axis labels
+such as ``10^2``) shares one parser between threads. The stock ``interactive`` flushes *every* open pyplot figure
+on each update, so a slider moved while a later cell was drawing rendered that cell's half-built figure on the
+widget's thread, and the two threads corrupted the parser (``ParseException: Expected end of text, found '$'``).
+So each explorer here (:class:`Explorer`) draws on its own :class:`matplotlib.figure.Figure`, never through
+pyplot, with plain-text tick labels (no mathtext), renders it to PNG under a lock and shows that PNG.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -44,6 +56,84 @@ def require_ipywidgets() -> Any:
             "bralib's interactive explorers need ipywidgets, which is in the book extra: pip install 'bralib[book]'"
         ) from err
     return ipywidgets
+
+
+# ---------------------------------------------------------------- drawing safely from a widget's thread
+
+# One widget update at a time: two explorers (or two quick slider moves) may be served on different threads.
+_RENDER_LOCK = threading.RLock()
+
+
+def plain_log_labels(axis: Any) -> None:
+    """Tick labels of a log axis as plain text ("100", "0.5") instead of mathtext ("$10^{2}$")."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def render_png(draw: Callable[[Any], Any], figsize: tuple[float, float], dpi: int = 80) -> bytes:
+    """``draw(figure)`` on a new pyplot-free :class:`~matplotlib.figure.Figure`, laid out and rendered to PNG bytes.
+
+    The figure never enters pyplot's global figure list, so no other thread can display, close or re-render it.
+    """
+    from matplotlib.figure import Figure
+
+    with _RENDER_LOCK:
+        figure = Figure(figsize=figsize, dpi=dpi)
+        draw(figure)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+@dataclass
+class Frame:
+    """What one widget update shows: the computed ``result``, a one-line ``summary`` and the picture as PNG."""
+
+    result: Any
+    summary: str
+    png: bytes
+
+
+@cache
+def _explorer_class() -> type:
+    """:class:`Explorer`, defined on first use because ipywidgets is an optional dependency (the book extra)."""
+    widgets = require_ipywidgets()
+    from IPython.display import Image, clear_output, display
+
+    class Explorer(widgets.interactive):
+        """An ``interactive`` whose function returns a :class:`Frame`; ``.result`` is the frame's ``result``.
+
+        Unlike the stock ``interactive.update``, this one never flushes pyplot's figures (those belong to the
+        cells on the main thread) and shows the frame's ready-made PNG, so an update can run on any thread.
+        """
+
+        error: Exception | None = None  # the latest update's failure, shown in the widget; None after a success
+
+        def update(self, *args: Any) -> None:
+            self.kwargs = {widget._kwarg: widget.get_interact_value() for widget in self.kwargs_widgets}
+            try:
+                frame = self.f(**self.kwargs)
+            except Exception as err:  # noqa: BLE001 - shown in the widget, as interactive does
+                self.error = err
+                with self.out:
+                    clear_output(wait=True)
+                    print(f"{type(err).__name__}: {err}")
+                return
+            self.result, self.error = frame.result, None
+            with self.out:
+                clear_output(wait=True)
+                print(frame.summary)
+                display(Image(data=frame.png, format="png"))
+
+    return Explorer
+
+
+def Explorer(show: Callable[..., Frame], **sliders: Any) -> Any:  # noqa: N802 - reads as the class it makes
+    """An explorer widget: ``show(**slider_values) -> Frame`` wired to ``sliders`` (see the module docstring)."""
+    return _explorer_class()(show, **sliders)
 
 
 # ---------------------------------------------------------------- the cost of BRA
@@ -148,6 +238,7 @@ def draw_complexity(result: ComplexityResult, axes: Any = None) -> Any:
     curve.set_yscale("log")
     curve.set_xticks(s_values, [str(s) for s in s_values], minor=False)
     curve.set_xticks([], minor=True)  # no crowded 2x10^0, 3x10^0 ... labels between the divisors
+    plain_log_labels(curve.yaxis)  # no mathtext: the widget draws off the main thread (see the module docstring)
     curve.set_xlabel("regions per side S (divisors of the side)")
     curve.set_ylabel("MMACs")
     curve.legend(fontsize=7)
@@ -161,7 +252,6 @@ def explore_complexity(side: int = 56, channels: int = 64, n_win: int = 7, topk:
     ``.result`` is the :class:`ComplexityResult` shown.
     """
     widgets = require_ipywidgets()
-    import matplotlib.pyplot as plt
 
     side_slider = widgets.IntSlider(value=side, min=7, max=224, step=7, description="side", continuous_update=False)
     channel_slider = widgets.IntSlider(value=channels, min=16, max=512, step=16, description="channels C",
@@ -185,18 +275,15 @@ def explore_complexity(side: int = 56, channels: int = 64, n_win: int = 7, topk:
     side_slider.observe(snap_s, names="value")
     s_slider.observe(clamp_k, names="value")
 
-    def show(side: int, channels: int, n_win: int, topk: int) -> ComplexityResult:
+    def show(side: int, channels: int, n_win: int, topk: int) -> Frame:
         topk = min(topk, n_win * n_win)
         result = complexity_breakdown(side, channels, n_win, topk)
-        print(f"side {side}, C={channels}, S={n_win}, k={topk}: {result.total / 1e6:.1f} MMACs "
-              f"(paper's S* = {result.s_star:.2f}, cheapest S = {result.best_n_win})")  # fmt: skip
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1.3]})
-        draw_complexity(result, axes)
-        fig.tight_layout()
-        plt.show()
-        return result
+        summary = (f"side {side}, C={channels}, S={n_win}, k={topk}: {result.total / 1e6:.1f} MMACs "
+                   f"(paper's S* = {result.s_star:.2f}, cheapest S = {result.best_n_win})")  # fmt: skip
+        png = render_png(lambda fig: draw_complexity(result, fig.subplots(1, 2, width_ratios=[1, 1.3])), (10, 3.6))
+        return Frame(result, summary, png)
 
-    return widgets.interactive(show, side=side_slider, channels=channel_slider, n_win=s_slider, topk=k_slider)
+    return Explorer(show, side=side_slider, channels=channel_slider, n_win=s_slider, topk=k_slider)
 
 
 def _divisors(n: int) -> list[int]:
@@ -277,12 +364,11 @@ def explore_routing(image: Any, side: int = 56, n_win: int = 7, topk: int = 4) -
     """Sliders for S, k and the query region over a real picture: where the region routes, what one token sees.
 
     ``image`` (H, W, 3) is downscaled to side x side tokens (e.g. ``bralib.viz.sample_image("astronaut", 224)``).
-    The query region is picked with the row/column sliders, or by clicking the left panel when matplotlib's
-    interactive ``widget`` backend (ipympl) is active. Returns the ``ipywidgets.interactive``; ``.result`` is
-    the :class:`RoutingView` shown.
+    The query region is picked with the row/column sliders. (Clicking into the picture would need ipympl's
+    live canvas, which is not safe to draw from the widget thread: see the module docstring.) Returns the
+    ``ipywidgets.interactive``; ``.result`` is the :class:`RoutingView` shown.
     """
     widgets = require_ipywidgets()
-    import matplotlib.pyplot as plt
 
     side = _check_int("side", side, 2)
     if side % n_win:
@@ -305,22 +391,10 @@ def explore_routing(image: Any, side: int = 56, n_win: int = 7, topk: int = 4) -
 
     s_slider.observe(resize, names="value")
 
-    def on_click(event: Any) -> None:
-        if event.xdata is None or event.ydata is None:
-            return
-        s = s_slider.value
-        row_slider.value = min(int(event.ydata * s / picture.shape[0]), s - 1)
-        col_slider.value = min(int(event.xdata * s / picture.shape[1]), s - 1)
-
-    def show(n_win: int, topk: int, row: int, col: int) -> RoutingView:
+    def show(n_win: int, topk: int, row: int, col: int) -> Frame:
         topk, row, col = min(topk, n_win * n_win), min(row, n_win - 1), min(col, n_win - 1)
         view = routing_view(features, n_win, topk, row * n_win + col)
-        print(f"S={n_win}, k={topk}: region {view.query_region} routes to {view.routed}")
-        fig, axes = plt.subplots(1, 2, figsize=(8, 4))
-        draw_routing_view(picture, view, axes)
-        fig.canvas.mpl_connect("button_press_event", on_click)
-        fig.tight_layout()
-        plt.show()
-        return view
+        png = render_png(lambda fig: draw_routing_view(picture, view, fig.subplots(1, 2)), (8, 4))
+        return Frame(view, f"S={n_win}, k={topk}: region {view.query_region} routes to {view.routed}", png)
 
-    return widgets.interactive(show, n_win=s_slider, topk=k_slider, row=row_slider, col=col_slider)
+    return Explorer(show, n_win=s_slider, topk=k_slider, row=row_slider, col=col_slider)

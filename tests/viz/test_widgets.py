@@ -120,3 +120,52 @@ def test_exported_from_bralib_viz():
 
     assert bralib.viz.explore_complexity is widgets.explore_complexity
     assert bralib.viz.explore_routing is widgets.explore_routing
+
+
+def test_updates_leave_pyplot_and_mathtext_alone(monkeypatch):
+    """A widget update may run on a kernel subshell thread: it must not touch pyplot's figures or mathtext."""
+    import ipywidgets.widgets.interaction as interaction
+    from matplotlib import mathtext
+
+    flushes = []
+    monkeypatch.setattr(interaction, "show_inline_matplotlib_plots", lambda: flushes.append(1))
+
+    def no_mathtext(*args, **kwargs):
+        raise AssertionError(f"a widget parsed mathtext {args[1:2]}: not thread-safe")
+
+    monkeypatch.setattr(mathtext.MathTextParser, "parse", no_mathtext)
+    cell_figure = plt.figure()  # a later cell's figure, still being built on the main thread
+    complexity = widgets.explore_complexity(side=56, channels=64, n_win=7, topk=4)
+    _slider(complexity, "k").value = 5
+    routing = widgets.explore_routing(_picture(), side=28, n_win=7, topk=4)
+    _slider(routing, "query row").value = 1
+    assert flushes == []  # the stock interactive would have displayed and closed cell_figure
+    assert plt.get_fignums() == [cell_figure.number]
+    assert complexity.result.topk == 5 and routing.result.query_region == 7 * 1 + 3
+
+
+def test_a_slider_moved_on_another_thread_while_cells_draw():
+    """What a subshell does: slider updates on a second thread while the main thread draws log-scale figures."""
+    import threading
+
+    widget = widgets.explore_complexity(side=56, channels=64, n_win=7, topk=4)
+    errors = []
+
+    def move_sliders():
+        try:
+            for step in range(6):
+                _slider(widget, "k").value = 1 + step % 9
+                assert widget.result.topk == 1 + step % 9
+        except Exception as err:  # noqa: BLE001 - reported by the main thread below
+            errors.append(err)
+
+    thread = threading.Thread(target=move_sliders)
+    thread.start()
+    while thread.is_alive():  # a cell on the main thread: log axes, mathtext labels, tight_layout
+        fig, ax = plt.subplots()
+        ax.loglog([1, 10, 100], [1e2, 1e4, 1e6])
+        fig.tight_layout()
+        fig.canvas.draw()
+        plt.close(fig)
+    thread.join()
+    assert errors == [] and widget.error is None
