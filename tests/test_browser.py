@@ -164,6 +164,20 @@ FRAMES_JS = """(count) => new Promise(done => {
 })"""
 
 
+# A cell on the kernel's main thread that keeps drawing log-scale figures (mathtext tick labels) for a few seconds.
+BUSY_MAIN_THREAD = """
+import time
+import matplotlib.pyplot as plt
+end = time.monotonic() + 6
+while time.monotonic() < end:
+    fig, ax = plt.subplots()
+    ax.loglog([1, 10, 100], [1e2, 1e4, 1e6])
+    fig.tight_layout()
+    fig.canvas.draw()
+    plt.close(fig)
+"""
+
+
 def test_chapter_5_runs_in_jupyterlab_and_its_widget_reacts(tmp_path):
     if not CHROMIUM.exists():
         _missing(f"{CHROMIUM} is missing (Debian: apt-get install chromium)")
@@ -225,6 +239,27 @@ def test_chapter_5_runs_in_jupyterlab_and_its_widget_reacts(tmp_path):
                 )
                 after = widget.locator(".widget-output img").first.get_attribute("src")
                 assert after and after != before
+
+                # JupyterLab serves widget messages on a kernel subshell (a second thread): move the slider while the
+                # main thread draws log-scale figures, as a later cell would. Both must finish without an error.
+                page.evaluate(
+                    "(code) => { const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;"
+                    " window.__mainThread = kernel.requestExecute({code}).done"
+                    ".then(reply => reply.content.status === 'ok' ? 'ok' : reply.content.ename + ': ' + reply.content.evalue); }",
+                    BUSY_MAIN_THREAD,
+                )
+                for k in (6, 7, 8):
+                    handle.press("ArrowRight")
+                    expect(readout).to_have_text(str(k))
+                    expect(summary).to_contain_text(f"S=7, k={k}:")
+                assert page.evaluate("() => window.__mainThread") == "ok"
+                output_text = widget.locator(".widget-output").inner_text()
+                assert "Error" not in output_text and "Traceback" not in output_text, output_text
+                handle.press("ArrowLeft")
+                handle.press("ArrowLeft")
+                handle.press("ArrowLeft")
+                expect(summary).to_contain_text("S=7, k=5: 185.6 MMACs")
+                expect(widget.locator(".widget-output img")).to_have_count(1)
                 page.wait_for_function(  # the update is over: the kernel is idle again
                     "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'"
                 )

@@ -10,17 +10,24 @@ A widget is an ``ipywidgets.interactive``: ``widget.result`` is the latest compu
 or in a test without one.
 
 Why the widgets draw the way they do: with ipykernel 7 and JupyterLab 4.4 or newer, widget messages are handled
-on a kernel *subshell*, a second thread, while the main thread may still be running cells. matplotlib is not
-thread-safe: ``pyplot`` keeps one global list of figures, and its mathtext parser (which renders log-axis labels
-such as ``10^2``) shares one parser between threads. The stock ``interactive`` flushes *every* open pyplot figure
-on each update, so a slider moved while a later cell was drawing rendered that cell's half-built figure on the
-widget's thread, and the two threads corrupted the parser (``ParseException: Expected end of text, found '$'``).
-So each explorer here (:class:`Explorer`) draws on its own :class:`matplotlib.figure.Figure`, never through
-pyplot, with plain-text tick labels (no mathtext), renders it to PNG under a lock and shows that PNG.
+on a kernel *subshell*, a second thread, while the main thread may be running a cell. matplotlib is not
+thread-safe: ``pyplot`` keeps one global list of figures, and one mathtext parser (which renders log-axis labels
+such as ``10^2``) serves every thread. Two things flushed the main thread's half-built figures from the widget's
+thread: ipykernel runs the ``post_execute`` hooks around *every* comm message, and matplotlib's hooks there
+redraw (pyplot) and render and close (the inline backend) every open pyplot figure; the stock ``interactive``
+flushes them once more on each update. Both threads then parsed mathtext at once and corrupted the parser
+(``ParseException: Expected end of text, found '$'``). So:
+
+- :func:`flush_figures_on_the_main_thread_only` makes matplotlib's kernel hooks (pyplot's redraw and the inline
+  backend's flush) do nothing off the main thread (the main thread still shows each cell's figures when the cell
+  ends); every explorer calls it;
+- each explorer (:class:`Explorer`) draws on its own :class:`matplotlib.figure.Figure`, never through pyplot,
+  with plain-text tick labels (no mathtext), renders it to PNG under a lock and shows that PNG.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import threading
@@ -72,7 +79,7 @@ def plain_log_labels(axis: Any) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def render_png(draw: Callable[[Any], Any], figsize: tuple[float, float], dpi: int = 80) -> bytes:
+def render_png(draw: Callable[[Any], Any], figsize: tuple[float, float], dpi: int = 96) -> bytes:
     """``draw(figure)`` on a new pyplot-free :class:`~matplotlib.figure.Figure`, laid out and rendered to PNG bytes.
 
     The figure never enters pyplot's global figure list, so no other thread can display, close or re-render it.
@@ -86,6 +93,45 @@ def render_png(draw: Callable[[Any], Any], figsize: tuple[float, float], dpi: in
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def flush_figures_on_the_main_thread_only() -> bool:
+    """Make matplotlib's kernel hooks skip the calls made off the kernel's main thread.
+
+    ipykernel runs the ``pre_execute``/``post_execute`` hooks around every comm (widget) message, on the thread that
+    handled it. matplotlib registers two ``post_execute`` hooks: pyplot's ``_draw_all_if_interactive`` (redraws
+    every stale figure) and the inline backend's ``flush_figures`` (renders, shows and closes every figure). Off the
+    main thread they would draw the figures a cell is still building there. The main thread still runs them when
+    each cell ends. Idempotent. Returns True when a matplotlib hook was found (in an IPython kernel).
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    found = False
+    for event in ("pre_execute", "post_execute"):
+        callbacks = shell.events.callbacks.get(event, [])
+        for i, callback in enumerate(callbacks):
+            if not (getattr(callback, "__module__", None) or "").split(".")[0].startswith("matplotlib"):
+                continue
+            found = True
+            if not getattr(callback, "main_thread_only", False):
+                callbacks[i] = _main_thread_only(callback)  # in place: the hooks keep their order
+    return found
+
+
+def _main_thread_only(hook: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(hook)  # keeps __module__ and __name__, so a second call recognises it
+    def on_main_thread(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            return hook(*args, **kwargs)
+        return None
+
+    on_main_thread.main_thread_only = True  # type: ignore[attr-defined]
+    return on_main_thread
 
 
 @dataclass
@@ -133,6 +179,7 @@ def _explorer_class() -> type:
 
 def Explorer(show: Callable[..., Frame], **sliders: Any) -> Any:  # noqa: N802 - reads as the class it makes
     """An explorer widget: ``show(**slider_values) -> Frame`` wired to ``sliders`` (see the module docstring)."""
+    flush_figures_on_the_main_thread_only()
     return _explorer_class()(show, **sliders)
 
 

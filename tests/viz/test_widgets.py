@@ -169,3 +169,52 @@ def test_a_slider_moved_on_another_thread_while_cells_draw():
         plt.close(fig)
     thread.join()
     assert errors == [] and widget.error is None
+
+
+def test_the_inline_backends_hook_flushes_on_the_main_thread_only(monkeypatch):
+    """ipykernel runs post_execute hooks after each widget message, on the subshell thread that handled it."""
+    import threading
+
+    import IPython
+    from IPython.core.events import EventManager, available_events
+
+    calls = []
+
+    def flush_figures():  # stands in for matplotlib_inline.backend_inline.flush_figures
+        calls.append("flush " + threading.current_thread().name)
+
+    def draw_all():  # stands in for pyplot's _draw_all_if_interactive
+        calls.append("draw " + threading.current_thread().name)
+
+    def other_hook():
+        calls.append("other")
+
+    flush_figures.__module__ = "matplotlib_inline.backend_inline"
+    draw_all.__module__ = "matplotlib.pyplot"
+    shell = type("Shell", (), {})()
+    shell.events = EventManager(shell, available_events)
+    for hook in (other_hook, draw_all, flush_figures):
+        shell.events.register("post_execute", hook)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+
+    assert widgets.flush_figures_on_the_main_thread_only() is True
+    assert widgets.flush_figures_on_the_main_thread_only() is True  # idempotent: wrapped once
+    thread = threading.Thread(target=shell.events.trigger, args=("post_execute",), name="subshell-1")
+    thread.start()
+    thread.join()
+    assert calls == ["other"]  # off the main thread: the figures are left to the cell that draws them
+    shell.events.trigger("post_execute")
+    main = threading.main_thread().name
+    assert calls == ["other", "other", f"draw {main}", f"flush {main}"]
+
+    widgets.explore_complexity()  # every explorer applies it, and wraps nothing twice
+    hooks = shell.events.callbacks["post_execute"]
+    assert len(hooks) == 3 and hooks[0] is other_hook
+    assert [h.__wrapped__ for h in hooks[1:]] == [draw_all, flush_figures]  # one wrapper each
+
+
+def test_outside_a_kernel_there_is_no_hook_to_wrap(monkeypatch):
+    import IPython
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)
+    assert widgets.flush_figures_on_the_main_thread_only() is False
