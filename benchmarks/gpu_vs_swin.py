@@ -3,7 +3,7 @@
 The GPU target of the speed issue: at 224x224, batch 128, float16 autocast, channels_last, images per second
 of BiFormer-S divided by those of ``swin_tiny_patch4_window7_224`` measured in the same process, eager and
 ``torch.compile``d. The H100 baseline of the released algorithm is 0.29x (inference) and 0.30x (training)
-(``shared/reference/gpu_anchors.md``); the goal is >= 1.0x in both.
+(``benchmarks/h100_anchors.json``); the goal is >= 1.0x in both.
 
 timm is used here only, to build Swin-T; bralib does not depend on it::
 
@@ -20,6 +20,7 @@ over rounds of batch * steps / time, measured with CUDA events. ``--device cpu -
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import statistics
 import sys
@@ -97,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=224, help="input side (default: 224)")
     parser.add_argument("--amp-dtype", default="float16", choices=("float16", "bfloat16"), help="autocast dtype")
     parser.add_argument(
-        "--backends", nargs="+", default=["gather", "sdpa", "dense", "lean", "auto"], metavar="NAME",
-        help="BRA backends for BiFormer-S (default: gather sdpa dense lean auto)",
+        "--backends", nargs="+", default=["gather", "sdpa", "dense", "lean", "triton", "auto"], metavar="NAME",
+        help="BRA backends for BiFormer-S (default: gather sdpa dense lean triton auto)",
     )  # fmt: skip
     parser.add_argument(
         "--compile", default="both", choices=("off", "on", "both"), help="torch.compile (default: both)"
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         result = {
             "kind": "bralib-gpu-vs-swin", "command": " ".join(sys.argv), "machine": machine(device),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "load_average": load_average(), "batch": args.batch, "image_size": args.image_size,
             "amp_dtype": args.amp_dtype, "rows": rows, "first_call_s": first_call_s, "errors": errors,
         }  # fmt: skip

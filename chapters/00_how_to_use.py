@@ -14,7 +14,7 @@
 # # Chapter 0 — How to use this book
 #
 # This book builds **Bi-Level Routing Attention** (BRA) and the **BiFormer** vision transformer
-# (Zhu, Wang, Ke, Zhang and Lau, CVPR 2023) one small, checked step at a time. Everything you build also
+# (Zhu, Wang, Ke, Zhang and Lau, CVPR 2023 {cite}`zhu2023biformer`) one small, checked step at a time. Everything you build also
 # lives, tested, in the Python package `bralib`, so the code you write here is the code you can use later.
 #
 # **Learning goals.** After this chapter you can
@@ -169,12 +169,22 @@ assert check("tokens_to_attend", load_function("tokens_to_attend", solution=True
 #
 # ## Exercises
 #
-# **0.1 `tokens_to_attend` (warm-up).** Open `exercises/00_how_to_use.py` and write
+# Each exercise is tagged with its difficulty and its kind: *transcription* (write again what the chapter
+# showed), *design* (work out something the chapter did not show) or *experiment* (build a measurement, then
+# use it to answer a question). The solutions in `exercises/solutions/` answer every question asked here.
+#
+# **0.1 `tokens_to_attend` (warm-up)** *[easy · transcription]*. Open `exercises/00_how_to_use.py` and write
 # `tokens_to_attend(height, width, n_win, topk)`: how many tokens one query attends to when the map is split
-# into `n_win × n_win` regions and each query sees every token of `topk` regions. Then run the cell below
-# (or `bralib exercise check tokens_to_attend` in a terminal) until it says PASSED: you will have reproduced
-# the "tokens to attend" column of the paper's Table 7. More about exercises: `exercises/README.md`.
+# into `n_win × n_win` regions and each query sees every token of `topk` regions. Then run the cell below (or
+# `bralib exercise check tokens_to_attend` in a terminal) until it says PASSED: you will have reproduced the
+# "tokens to attend" column of the paper's Table 7. More about exercises: `exercises/README.md`.
+#
+# **0.2 `plan_regions(image_size, tokens_per_query)`** *[medium · design]*. BiFormer's S = 7 fits a 224×224
+# input because every stage's map (56, 28, 14) divides by 7. Choose (S, k) for each routed stage of another
+# input size so that regions tile the map and every query still sees the same number of tokens. Any valid plan
+# passes; at 512×512 with 64 tokens, which would you pick, and why can S = 7 not stay?
 
 # %% tags=["nbval-ignore-output"]
 # Tagged: its output changes as you work on the exercise (nbval --nbval-lax compares no outputs anyway).
 your_verdict = check("tokens_to_attend")  # your function, read from exercises/00_how_to_use.py
+your_plan = check("plan_regions")

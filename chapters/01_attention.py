@@ -29,7 +29,7 @@
 # %% [markdown]
 # ## Motivation: the number 3136
 #
-# BiFormer (Zhu et al., CVPR 2023) works on a 224×224 image cut into 4×4-pixel patches: its first stage has
+# BiFormer {cite:p}`zhu2023biformer` works on a 224×224 image cut into 4×4-pixel patches: its first stage has
 # a 56×56 feature map, **3136 tokens**. In full self-attention every one of them compares itself with every
 # other one: 3136² ≈ 9.8 million scores per head, per image, per layer. The paper's complexity analysis
 # (its Eq. 8-9) says that bi-level routing brings the attention cost from $O((HW)^2)$ down to
@@ -49,12 +49,12 @@ import torch.nn.functional as F
 from bralib.ops import masks
 
 torch.manual_seed(0)
-torch.set_num_threads(1)  # timings below are on one core, so they compare fairly however busy the machine is
+torch.set_num_threads(1)  # timings below use one core, so other work on the machine disturbs them less
 
 # %% [markdown]
 # ## 1. An image as a sequence of tokens
 #
-# A vision transformer stores a feature map channels-last, as (B, H, W, C): B images, an H×W grid of
+# A vision transformer {cite:p}`dosovitskiy2021vit` stores a feature map channels-last, as (B, H, W, C): B images, an H×W grid of
 # tokens, C channels each. Attention does not care about the grid: it sees a sequence of $N = HW$ tokens.
 # Flattening is row-major, so token $n$ sits at row $n // W$, column $n \% W$.
 
@@ -72,7 +72,8 @@ assert torch.equal(tokens[:, n], x[:, n // W, n % W])  # token 15 is row 2, colu
 #
 # Each token is projected to a **query** $q$, a **key** $k$ and a **value** $v$ (learned linear maps; here
 # we just take random tensors). Query $i$ scores every key $j$ with a dot product, the scores of a row go
-# through a softmax, and the output of query $i$ is the softmax-weighted average of the values:
+# through a softmax, and the output of query $i$ is the softmax-weighted average of the values
+# {cite:p}`vaswani2017attention`:
 #
 # $$\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{Q K^\top}{\sqrt{d}}\right) V,$$
 #
@@ -159,7 +160,7 @@ for d in (4, 64, 1024):
 #
 # So self-attention ($M = N$) costs $2N^2 d$ multiply-adds, which we count as $4N^2 d$ FLOPs (a multiply-add
 # is two floating-point operations, which is what `torch.utils.flop_counter` counts; the BiFormer paper and
-# fvcore count one multiply-add as one "FLOP", so their numbers are half of ours). And the naive
+# fvcore {cite:p}`fvcore` count one multiply-add as one "FLOP", so their numbers are half of ours). And the naive
 # implementation above stores the $N \times N$ weights: $4N^2$ bytes in float32, per head and per image.
 #
 # The projections that produce $q$, $k$, $v$ cost $3NC^2$ multiply-adds: linear in $N$. For small maps the
@@ -231,7 +232,7 @@ for N in token_counts:
     measured["PyTorch fused"].append(median_seconds(F.scaled_dot_product_attention, (qn, kn, vn), 3))
     print(f"N = {N:6d}: " + ", ".join(f"{name} {times[-1] * 1e3:8.2f} ms" for name, times in measured.items()))
 
-# %%
+# %% mystnb={"figure": {"caption": "Time of full attention on one CPU thread (markers, left axis) and its analytic FLOPs (dashed, right axis) against the number of tokens $N = HW$, on log-log axes: both grow as $N^2$.", "name": "fig-attention-cost"}}
 fig, ax = plt.subplots(figsize=(6.5, 4.2))
 for (name, times), marker in zip(measured.items(), "os", strict=True):
     ax.loglog(token_counts, times, marker + "-", label=f"measured: {name}")
@@ -251,9 +252,12 @@ ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper left", fontsize=8)
 plt.show()
 
 # %% [markdown]
-# The measured lines are nearly straight too; they are flatter at small $N$ only because fixed overheads
-# (allocating tensors, calling the kernel) dominate tiny problems. Between 56² and 112² the number of tokens
-# grows 4×; linear cost would grow 4×, and any machine shows more than that.
+# On the machine this book was built on, the measured lines are nearly straight too, flatter at small $N$
+# because fixed overheads (allocating tensors, calling the kernel) dominate tiny problems; yours may bend
+# elsewhere, since where overheads stop mattering depends on the machine. What the next cell asserts is
+# weaker and should hold anywhere: between 56² and 112² the number of tokens grows 4×, so a linear cost would
+# grow 4×, and both implementations grow more than that (the FLOPs grow 16×). If this assertion fails on
+# your machine, something else was competing for the core; run the cell again.
 
 # %%
 for name, times in measured.items():
@@ -284,7 +288,7 @@ for name, (height, width) in {"ImageNet": (224, 224), "ADE20K crop": (512, 512),
 # the keys: a sparse attention pattern. If every query sees a fixed number $m$ of keys, the cost drops from
 # $4N^2 d$ to $4Nmd$: linear in $N$.
 #
-# Which subset? Swin uses local windows; other models use axial stripes, dilated grids, criss-cross lines.
+# Which subset? Swin {cite:p}`liu2021swin` uses local windows; other models use axial stripes, dilated grids, criss-cross lines.
 # These patterns are **static**: they are the same for every image. BiFormer's idea is to make the subset
 # depend on the content, cheaply: first decide, at the coarse level of regions, which regions are worth
 # looking at, then attend to the tokens of those regions only. For BiFormer-T's stage 1 (S = 7 regions per
@@ -311,22 +315,27 @@ assert attention_flops(N, m, 32) * 49 == attention_flops(N, N, 32)
 #
 # ## Exercises
 #
-# Open `exercises/01_attention.py`, fill in the functions, and run the cells below (or
-# `bralib exercise check --chapter 1` in a terminal) until they say PASSED.
+# Open `exercises/01_attention.py`, fill in the functions, and run the cells below (or `bralib exercise check
+# --chapter 1` in a terminal) until they say PASSED. Each exercise is tagged with its difficulty and its kind:
+# *transcription* (write again what the chapter showed), *design* (work out something the chapter did not
+# show) or *experiment* (build a measurement, then use it to answer a question). The solutions in
+# `exercises/solutions/` answer every question asked here.
 #
-# **1.1 `attention(q, k, v, mask=None)`.** Write scaled dot-product attention without looking at section 2.
-# The check compares it with `F.scaled_dot_product_attention` on several shapes, with and without a mask.
+# **1.1 `attention(q, k, v, mask=None)`** *[easy · transcription]*. Write scaled dot-product attention without
+# looking at section 2. The check compares it with `F.scaled_dot_product_attention` on several shapes, with
+# and without a mask.
 #
-# **1.2 `attention_flops(n_queries, n_keys, dim)`.** The FLOPs of one head's `softmax(Q K^T) V`, counting a
-# multiply-add as 2 and ignoring the softmax. Why is it a product of the three arguments?
+# **1.2 `attention_memory_limit(budget_bytes, heads, itemsize=4)`** *[easy · design]*. The largest square map
+# whose naive N × N attention weights fit in a memory budget. With an 80 GB GPU, two heads and 16-bit weights,
+# how large an input image could one layer take?
 #
-# **1.3 `loglog_slope(sizes, values)`.** The slope of the least-squares line through
-# $(\log \text{size}, \log \text{value})$: the exponent $p$ of a power law. Use it on the measured times
-# above: how close to 2 do they get when you drop the smallest map?
+# **1.3 `attention_entropy(q, k, scale)`** *[medium · experiment]*. The mean entropy of the attention rows.
+# Measure it for head widths 4, 64 and 1024, with and without the $1/\sqrt{d}$ scale: what happens to the
+# unscaled softmax as $d$ grows, and why does that hurt training?
 
 # %% tags=["nbval-ignore-output"]
 # Tagged: the output changes as you work on the exercises.
 from bralib.exercises import check
 
-for name in ("attention", "attention_flops", "loglog_slope"):
+for name in ("attention", "attention_memory_limit", "attention_entropy"):
     check(name)

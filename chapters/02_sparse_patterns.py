@@ -15,9 +15,11 @@
 #
 # Chapter 1 ended with a verdict: at image resolutions, each query must attend to a *subset* of the keys.
 # Vision transformers have tried many subsets. This chapter writes each of them the same way, as a boolean
-# **token mask**, draws them side by side, and sorts them into two families: **static** patterns, fixed by
-# positions alone, and **content-aware** ones, which look at the image first. Bi-level routing is of the
-# second kind.
+# **token mask**, draws them side by side, and sorts them into families: **static** (handcrafted) patterns,
+# fixed by positions alone; **query-agnostic** content-aware ones, which look at the image but give every
+# query the same keys (deformable attention); and **query-aware** ones, which choose keys for each query (or,
+# in BRA, for each region of queries). The authors' slides put exactly this question first: "can we have
+# dynamic, query-aware sparse attention?" Bi-level routing is their answer.
 #
 # **Learning goals.** After this chapter you can
 #
@@ -31,8 +33,8 @@
 # %% [markdown]
 # ## Motivation: the paper's Table 5
 #
-# BiFormer's authors put eight attention mechanisms into the same Swin-T layout and trained each on
-# ImageNet-1K (top-1 %) and ADE20K segmentation (mIoU):
+# BiFormer's Table 5 compares eight attention mechanisms in the same Swin-T layout, on ImageNet-1K (top-1 %)
+# and ADE20K segmentation (mIoU):
 #
 # | attention | top-1 | mIoU |
 # |---|---|---|
@@ -45,8 +47,20 @@
 # | deformable | 82.0 | 42.6 |
 # | **bi-level routing** | **82.7** | **44.8** |
 #
-# Most rows are static patterns. The winner is the one that lets the content choose. To compare them on
-# equal terms we first need one language for all of them.
+# Where the rows come from matters. The first six are the six mechanisms of the CSWin paper's own ablation
+# ({cite:t}`dong2022cswin`, its Table 9, run in the same Swin-T layout), and BiFormer's first author asked
+# the CSWin authors for that ablation's settings (issue 44 of `microsoft/CSWin-Transformer`); the
+# shifted-window row's 81.3 is Swin-T's published top-1, and the deformable row's 82.0 / 42.6 repeats DAT-T's
+# published results (the same numbers as DAT-T's rows in BiFormer's main tables). The paper does not say it
+# re-trained any of them, so read rows 1-7 as taken from earlier papers under the same layout, and only BRA's
+# as trained for this table: close to a controlled comparison, not quite one.
+#
+# Read with that caveat, the table says less than "content wins". Six rows are static patterns, one is
+# content-aware but query-agnostic (deformable: every query sees the same sampled keys), one is query-aware
+# (BRA). The best static pattern, CSWin's cross-shaped window (82.2), beats the query-agnostic deformable
+# attention (82.0), so looking at the content is not enough by itself; what BRA adds, on these numbers, is
+# letting each region of queries choose its own keys (+0.5 top-1 and +1.4 mIoU over the cross-shaped
+# window). To compare the patterns on equal terms we first need one language for all of them.
 
 # %%
 import matplotlib.pyplot as plt
@@ -78,14 +92,14 @@ assert full.all()
 # %% [markdown]
 # ## 2. The static patterns
 #
-# * **Window** (Swin): cut the grid into non-overlapping $w \times w$ windows; a token sees its window.
+# * **Window** (Swin {cite:p}`liu2021swin`): cut the grid into non-overlapping $w \times w$ windows; a token sees its window.
 # * **Shifted window** (Swin's every other layer): the same windows moved by $w/2$, so information crosses
 #   the previous windows' borders. (Swin rolls the map cyclically and masks the wrapped tokens; here, like
 #   `window_mask`'s docstring says, border windows are simply smaller.)
-# * **Sliding window** (Neighborhood Attention, the paper's "sliding window"): a $w \times w$ window
+# * **Sliding window** (Neighborhood Attention {cite:p}`hassani2023nat`, the paper's "sliding window"; NATTEN {cite:p}`natten` is its kernel library): a $w \times w$ window
 #   centred on *each* token, slid inwards at the borders so everyone sees $w^2$ keys.
 # * **Dilated**: tokens whose row and column agree modulo $d$: a sparse global grid.
-# * **Axial / criss-cross** (CCNet): the token's row and its column. *Sequential* axial attention does the
+# * **Axial / criss-cross** (CCNet {cite:p}`huang2019ccnet`): the token's row and its column. *Sequential* axial attention does the
 #   row in one layer and the column in the next.
 
 # %%
@@ -125,25 +139,37 @@ assert torch.equal(patterns["criss-cross (row + column)"], row | column)
 assert ((row.float() @ column.float()) > 0).all()
 
 # %% [markdown]
-# ## 3. A content-aware pattern: routed regions
+# ## 3. A query-aware pattern: routed regions
 #
 # BRA cuts the grid into $S \times S$ regions, decides for each region which $k$ regions its queries should
-# look at, and lets every query of a region attend to all the tokens of those $k$ regions. Chapter 3 builds
+# look at, and lets every query of a region attend to all the tokens of those $k$ regions. To compare it with
+# the static masks fairly we give it the **same budget** as the 4×4 window: $S = 8$ regions of 2×2 tokens and
+# $k = 4$ of them, 16 keys per query (the sliding window and criss-cross above see 25 and 31). Chapter 3 builds
 # the routing step by step; here we only use it. The routing index comes from `route_regions`, fed with
 # simple colour and texture features of a real picture (chapter 3 explains them too): regions that *look*
 # alike get routed to each other.
 #
-# The index talks about regions, not tokens: we compute it from the 112×112 picture, cut into S = 4 regions
+# The index talks about regions, not tokens: we compute it from the 112×112 picture, cut into S = 8 regions
 # per side, and apply it to our 16×16 token grid cut the same way, exactly as a model's stage works on a
 # token grid coarser than the image.
 
+# %% [markdown]
+# The whole mechanism in one picture, before we use it (the panels are computed: a top-k of a region
+# adjacency of random region means, on a 4×4 grid of regions):
+
+# %% mystnb={"figure": {"caption": "The two levels of bi-level routing attention: the map is cut into regions (1), every region's query is scored against every region's key (2), each region keeps its top-k (3), the keys and values of those regions are gathered into one contiguous set (4), and the region's queries attend to it, plus a depthwise convolution of V (5).", "name": "fig-bra-levels"}}
+from bralib.viz import draw_bra_levels
+
+draw_bra_levels(n_win=4, topk=3, query_region=5)
+plt.show()
+
 # %%
-n_win, topk = 4, 4
+n_win, topk = 8, 4  # 64 regions of 2x2 tokens, 4 routed: 16 keys per query, the window's budget
 image = sample_image("astronaut", 112)  # (112, 112, 3) floats in [0, 1]
 features = simple_features(image)  # (1, 112, 112, 5)
-_, index = route_regions(features, features, n_win=n_win, topk=topk)  # index: (1, 16, 4)
+_, index = route_regions(features, features, n_win=n_win, topk=topk)  # index: (1, 64, 4)
 routed = masks.routed_mask(index, H, W, n_win)[0]  # (N, N)
-patterns["routed (BRA, S=4, k=4)"] = routed
+patterns["routed (BRA, S=8, k=4)"] = routed
 print("region 0 routes to regions", index[0, 0].tolist())
 print("routed mask: keys per query", sorted(set(routed.sum(-1).tolist())), " symmetric:", torch.equal(routed, routed.T))
 
@@ -156,6 +182,7 @@ print("routed mask: keys per query", sorted(set(routed.sum(-1).tolist())), " sym
 # %%
 tokens_per_region = (H // n_win) * (W // n_win)
 assert (routed.sum(-1) == topk * tokens_per_region).all()
+assert (routed.sum(-1) == patterns["window 4x4"].sum(-1)).all()  # the same budget as the window: 16 keys
 region = region_of_tokens(H, W, n_win)  # (N,) region number of each token
 for r in range(n_win * n_win):
     rows_of_r = routed[region == r]  # the masks of every query in region r ...
@@ -168,6 +195,7 @@ assert not torch.equal(masks.routed_mask(other_index, H, W, n_win)[0], routed)
 
 self_routed = (index[0] == torch.arange(n_win * n_win)[:, None]).any(-1)
 print(f"{int(self_routed.sum())} of {n_win * n_win} regions route to themselves")
+assert sorted(index[0, 9].tolist()) == [1, 5, 9, 13]  # the query region drawn below: wall routes to wall
 
 # %% [markdown]
 # Nothing forces a region to pick itself: whether a query sees its own neighbourhood depends on the
@@ -177,11 +205,13 @@ print(f"{int(self_routed.sum())} of {n_win * n_win} regions route to themselves"
 # ## 4. The zoo, drawn
 #
 # First, one query token and the keys it sees, over the picture (coloured: the mask's row; keys outside it
-# are left clear). The static patterns ignore the picture. The routed one follows it: the query sits in the
-# top-left region, mostly grey wall with a corner of the flag, and its region routes to itself and to the
-# regions of grey wall on the right, not to the orange suit.
+# are left clear). The static patterns ignore the picture. The routed one follows it: the query sits in
+# region 9 (second row and column of the 8×8 regions), pale grey wall, and its region routes to itself, to
+# the region above it and to two regions of bright wall further right, not to the orange suit. The six
+# patterns spend between 4 and 31 keys per query, the routed one 16 like the window; only the routed one
+# spends them where the picture looks alike.
 
-# %%
+# %% mystnb={"figure": {"caption": "The keys that one query token, at row 2, column 2 of a 16x16 token grid, may attend to under each pattern (coloured over the picture). Only the routed pattern depends on the picture.", "name": "fig-pattern-keys"}}
 query = (2, 2)  # row, column of the query token in the 16x16 grid
 query_index = query[0] * W + query[1]
 fig, axes = plt.subplots(2, 3, figsize=(10, 7.4))
@@ -195,7 +225,7 @@ plt.show()
 # %% [markdown]
 # And the whole $N \times N$ masks: row $i$ is query $i$, column $j$ is key $j$, white = may attend.
 
-# %%
+# %% mystnb={"figure": {"caption": "The whole $N \\times N$ mask of each pattern (row: query token, column: key token, white: may attend), with the share of the matrix it keeps.", "name": "fig-pattern-masks"}}
 fig, axes = plt.subplots(1, 6, figsize=(15, 2.9))
 for ax, (name, mask) in zip(axes, patterns.items(), strict=True):
     ax.imshow(mask, cmap="gray", interpolation="nearest")
@@ -214,13 +244,14 @@ plt.show()
 # becomes what it is: independent blocks, one per window. That is why window attention can be computed as
 # a batch of small dense attentions, one per window.
 
-# %%
+# %% mystnb={"figure": {"caption": "The window mask in row-major token order (left) and in region order (middle), where it is block-diagonal; the routed mask in region order (right) is made of whole region-by-region blocks, $k$ in each row of blocks.", "name": "fig-block-diagonal"}}
 order = to_regions(torch.arange(N).reshape(1, H, W, 1), H // window).flatten()  # tokens region by region
 in_region_order = patterns["window 4x4"][order][:, order]
 block = torch.ones(window**2, window**2, dtype=torch.bool)
 assert torch.equal(in_region_order, torch.block_diag(*[block] * (N // window**2)))
 
-routed_in_region_order = routed[order][:, order]
+routed_order = to_regions(torch.arange(N).reshape(1, H, W, 1), n_win).flatten()  # BRA's own regions, S = 8
+routed_in_region_order = routed[routed_order][:, routed_order]
 fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
 for ax, (title, mask) in zip(axes, [("window, row-major", patterns["window 4x4"]),
                                     ("window, region order", in_region_order),
@@ -233,13 +264,13 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# In region order the routed mask is made of the same 16×16 blocks, but a block row holds $k = 4$ blocks
-# wherever the routing put them. With one routed region per region, and that region itself, BRA *is*
-# window attention:
+# In its own region order (S = 8, regions of 2×2 tokens) the routed mask is made of 4×4 blocks, and a block
+# row holds $k = 4$ blocks wherever the routing put them. With one routed region per region, and that region
+# itself, BRA *is* window attention (here with S = 4, the window's regions):
 
 # %%
-identity = torch.arange(n_win * n_win).reshape(1, -1, 1)  # every region routes to itself only
-assert torch.equal(masks.routed_mask(identity, H, W, n_win)[0], patterns["window 4x4"])
+identity = torch.arange(4 * 4).reshape(1, -1, 1)  # S = 4: every region routes to itself only
+assert torch.equal(masks.routed_mask(identity, H, W, 4)[0], patterns["window 4x4"])
 
 # %% [markdown]
 # ## 5. The dense reference
@@ -295,30 +326,43 @@ for name, mask in patterns.items():
 #   (H, W), is a picture of what query $i$ sees.
 # * Windows, shifted windows, sliding windows, dilated grids and criss-cross lines are **static**: the same
 #   mask for every picture. Their key counts are $w^2$, at most $w^2$, $w^2$, $HW/d^2$ and $H + W - 1$.
-# * BRA's routed mask is **content-aware**: $k \cdot HW/S^2$ keys per query, shared by all the queries of a
-#   region, not symmetric, and different for a different picture. With $k = 1$ and self-routing it is
-#   window attention.
+#   Deformable attention {cite:p}`xia2022dat` looks at the picture but is **query-agnostic**: all queries share its keys.
+# * BRA's routed mask is **query-aware**: $k \cdot HW/S^2$ keys per query (here the window's 16), chosen per
+#   region of queries, not symmetric, and different for a different picture. With $k = 1$ and self-routing
+#   it is window attention.
+# * Table 5 puts BRA first, but its other rows are quoted from CSWin's and DAT's papers, and a static pattern
+#   (cross-shaped window, 82.2) beats the query-agnostic one (deformable, 82.0): the gain is in letting the
+#   queries choose, not in looking at the content as such.
 # * `masks.masked_attention` with any of these masks is the dense reference; fast code (per-window batches,
 #   BRA's gather backend) must equal it.
 #
 # ## Exercises
 #
-# Open `exercises/02_sparse_patterns.py`, fill in the functions, and run the cell below (or
-# `bralib exercise check --chapter 2`).
+# Open `exercises/02_sparse_patterns.py`, fill in the functions, and run the cell below (or `bralib exercise
+# check --chapter 2`). Each exercise is tagged with its difficulty and its kind: *transcription* (write again
+# what the chapter showed), *design* (work out something the chapter did not show) or *experiment* (build a
+# measurement, then use it to answer a question). The solutions in `exercises/solutions/` answer every
+# question asked here.
 #
-# **2.1 `window_mask(height, width, window)`.** The (N, N) mask of non-overlapping window attention, tokens
-# numbered row-major. (Careful: numbering tokens column by column gives a different matrix.)
+# **2.1 `window_mask(height, width, window)`** *[easy · design]*. The (N, N) mask of non-overlapping window
+# attention, tokens numbered row-major. (Careful: numbering tokens column by column gives a different matrix.)
 #
-# **2.2 `neighbourhood_mask(height, width, window)`.** The sliding window of section 2: centred on the
-# query, slid inwards at the borders, so every row has `window**2` keys.
+# **2.2 `neighbourhood_mask(height, width, window)`** *[medium · design]*. The sliding window of section 2:
+# centred on the query, slid inwards at the borders, so every row has `window**2` keys.
 #
-# **2.3 `routed_token_mask(index, height, width, n_win)`.** From a routing index (B, S², k) to the
-# (B, N, N) token mask: token $i$ sees token $j$ when $j$'s region is one of the $k$ regions of $i$'s
-# region. Which way round is it: does the mask of query $i$ depend on $i$'s row of the index or on $j$'s?
+# **2.3 `routed_token_mask(index, height, width, n_win)`** *[medium · design]*. From a routing index (B, S²,
+# k) to the (B, N, N) token mask: token $i$ sees token $j$ when $j$'s region is one of the $k$ regions of
+# $i$'s region. Which way round is it: does the mask of query $i$ depend on $i$'s row of the index or on
+# $j$'s?
+#
+# **2.4 `two_layer_reach(first, second)`** *[medium · experiment]*. What fraction of (query, key) pairs are
+# connected through two layers, one with each mask? Measure it for window then window, window then shifted
+# window, criss-cross twice and the routed mask twice: which reach the whole map, and why does Swin alternate
+# its windows?
 
 # %% tags=["nbval-ignore-output"]
 # Tagged: the output changes as you work on the exercises.
 from bralib.exercises import check
 
-for name in ("window_mask", "neighbourhood_mask", "routed_token_mask"):
+for name in ("window_mask", "neighbourhood_mask", "routed_token_mask", "two_layer_reach"):
     check(name)

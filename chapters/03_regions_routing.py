@@ -40,8 +40,9 @@
 # 5. routing index $I^r = \mathrm{topk}(A^r, k)$, $(S^2, k)$: row $i$ lists the $k$ regions region $i$
 #    attends to.
 #
-# Everything here costs little: $S^2 = 49$ regions in every stage of BiFormer, so $A^r$ is 49×49 however
-# large the image. That is the point: the expensive choice of *where to look* is made on a tiny graph.
+# Everything here costs little: $S^2 = 49$ regions in each of BiFormer's three routed stages (stage 4, a 7×7
+# map at 224×224, uses plain global attention and does not route), so $A^r$ is 49×49 however large the
+# image. That is the point: the expensive choice of *where to look* is made on a tiny graph.
 
 # %%
 import matplotlib.pyplot as plt
@@ -49,9 +50,18 @@ import torch
 import torch.nn.functional as F
 
 from bralib.ops import from_regions, region_means, region_of_tokens, route_regions, to_regions
+from bralib.viz import draw_bra_levels
 from bralib.viz.routing import draw_regions, draw_routing, sample_image, simple_features
 
 torch.manual_seed(0)
+
+# %% [markdown]
+# This chapter builds the left half of the picture below, the coarse level (chapter 4 builds the right
+# half): regions, the region graph of scores, and its top-k per row.
+
+# %% mystnb={"figure": {"caption": "The coarse level of BRA, which this chapter builds: regions (1), the region adjacency of region-mean queries against region-mean keys (2), and each row's top-k, the routed regions (3).", "name": "fig-coarse-level"}}
+draw_bra_levels(n_win=4, topk=3, query_region=5, steps=(1, 2, 3))
+plt.show()
 
 # %% [markdown]
 # ## 1. Patchify: from a map to regions
@@ -113,7 +123,7 @@ for r in range(4):
 # On a picture: BiFormer uses S = 7 in every stage. Our picture is scikit-image's astronaut at 112×112, so
 # each of the 49 regions is 16×16 pixels.
 
-# %%
+# %% mystnb={"figure": {"caption": "scikit-image's astronaut at 112x112 pixels, cut into $S \\times S = 7 \\times 7$ regions of 16x16 pixels, numbered row-major.", "name": "fig-regions"}}
 image = sample_image("astronaut", 112)  # (112, 112, 3) floats in [0, 1]
 fig, ax = plt.subplots(figsize=(4.5, 4.5))
 draw_regions(image, n_win=7, ax=ax)
@@ -125,7 +135,7 @@ plt.show()
 #
 # A region's query is the mean of its tokens' queries, and the same for keys: one $C$-vector per region,
 # $(B, S^2, C)$. The mean is taken over all channels at once, before any split into heads: one routing
-# graph serves every head (the released code does the same).
+# graph serves every head (the released code {cite:p}`biformer2023code` does the same).
 #
 # A small fact with a practical consequence: queries are a linear projection $q = xW + b$ of the input, and
 # the mean of a projection is the projection of the mean. So region-level queries can be computed from the
@@ -209,7 +219,7 @@ print("routing index", tuple(index.shape))
 # `bralib.viz.routing.draw_routing(image, index, n_win, query_region)` draws one row of the index: the query
 # region with a dashed yellow outline, its routed regions in cyan with their rank, the rest shaded.
 
-# %%
+# %% mystnb={"figure": {"caption": "Where four query regions (dashed yellow: on the flag, the face, the suit and the helmet) route with $k = 4$: their routed regions in cyan, numbered by rank; the other regions are shaded.", "name": "fig-routing-four-queries"}}
 query_regions = {"flag": 7, "face": 10, "suit": 36, "helmet": 40}
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
 for ax, (name, r) in zip(axes, query_regions.items(), strict=True):
@@ -241,7 +251,7 @@ assert 17 not in index[0, 17] and (lengths[index[0, 17]] > lengths[17]).all()
 # A look at the full adjacency shows the structure behind these choices: rows are query regions, columns
 # key regions, and blocks of similar regions light up together.
 
-# %%
+# %% mystnb={"figure": {"caption": "Left: the region adjacency $A^r$ of the astronaut (49x49; rows are query regions, columns key regions). Right: the routing graph it gives, the top 4 of each row.", "name": "fig-adjacency"}}
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
 shown = axes[0].imshow(logits[0], cmap="RdBu_r", vmin=-logits.abs().max(), vmax=logits.abs().max())
 axes[0].set(title="region adjacency $A^r$ (49 x 49)", xlabel="key region", ylabel="query region")
@@ -266,7 +276,7 @@ print(f"{int(routed.diagonal().sum())} of 49 regions route to themselves; "
 # many regions it sees. A query attends to $k \cdot HW/S^2$ tokens. Below, the query is always the pixel
 # on the astronaut's face marked by the star; the rows change $S$, the columns change $k$.
 
-# %%
+# %% mystnb={"figure": {"caption": "What one query pixel on the face (star) attends to as $S$ (rows: 4, 7, 14) and $k$ (columns: 1, 4, 8) change; each title gives the number of pixels attended, $k \\cdot HW/S^2$.", "name": "fig-s-and-k"}}
 point = (26, 54)  # (row, column) of the query pixel in the 112 x 112 picture, on the face
 sizes, ks = (4, 7, 14), (1, 4, 8)
 fig, axes = plt.subplots(len(sizes), len(ks), figsize=(9.5, 9.8))
@@ -331,20 +341,27 @@ for stage, (side, channels, k_) in enumerate([(56, 64, 1), (28, 128, 4), (14, 25
 #
 # ## Exercises
 #
-# Open `exercises/03_regions_routing.py`, fill in the functions, and run the cell below (or
-# `bralib exercise check --chapter 3`).
+# Open `exercises/03_regions_routing.py`, fill in the functions, and run the cell below (or `bralib exercise
+# check --chapter 3`). Each exercise is tagged with its difficulty and its kind: *transcription* (write again
+# what the chapter showed), *design* (work out something the chapter did not show) or *experiment* (build a
+# measurement, then use it to answer a question). The solutions in `exercises/solutions/` answer every
+# question asked here.
 #
-# **3.1 `to_regions(x, n_win)`.** Cut (B, H, W, C) into (B, S², HW/S², C), regions and tokens row-major.
-# The check tries non-square maps: a version that numbers regions column by column fails there.
+# **3.1 `to_regions(x, n_win)`** *[easy · transcription]*. Cut (B, H, W, C) into (B, S², HW/S², C), regions
+# and tokens row-major. The check tries non-square maps: a version that numbers regions column by column fails
+# there.
 #
-# **3.2 `from_regions(regions, n_win, height, width)`.** The inverse.
+# **3.2 `per_head_routing_index(q, k, n_win, topk, num_heads)`** *[medium · design]*. BiFormer shares one
+# routing graph among all heads. Build one graph per head instead, each from its own channels: a (B, heads,
+# S², k) index. What would it cost downstream, in the gather?
 #
-# **3.3 `routing_index(q, k, n_win, topk)`.** Region means, the adjacency, and its top-k: the (B, S², k)
-# index, best first. Which way round is the adjacency: does row $i$ hold region $i$'s *query* or its *key*?
+# **3.3 `routing_overlap(index_a, index_b)`** *[medium · experiment]*. The mean share of routed regions two
+# routings have in common. Use it on the astronaut: how far do per-head graphs agree with the shared one, and
+# how does a *random* routing compare with the content routing, against what chance alone predicts?
 
 # %% tags=["nbval-ignore-output"]
 # Tagged: the output changes as you work on the exercises.
 from bralib.exercises import check
 
-for name in ("to_regions", "from_regions", "routing_index"):
+for name in ("to_regions", "per_head_routing_index", "routing_overlap"):
     check(name)

@@ -32,11 +32,12 @@
 #
 # 6. gather key and value of the routed regions: $K^g = \mathrm{gather}(K, I^r)$, $V^g = \mathrm{gather}(V,
 #    I^r)$, each $(S^2, k\,HW/S^2, C)$;
-# 7. token-to-token attention: $O = \mathrm{softmax}(Q (K^g)^\top / \sqrt{d})\, V^g$;
+# 7. token-to-token attention: $O = \mathrm{softmax}(Q (K^g)^\top)\, V^g$ (Algorithm 1 prints no scale; section
+#    7 says which scale the text and the released code use);
 # 8. output = attention + dwconv(V) (local context enhancement);
 # 9. unpatchify back to (H, W, C).
 #
-# The paper's claim is that this is *the same* as attending to every token of the $k$ routed regions (a
+# The paper's claim {cite:p}`zhu2023biformer` is that this is *the same* as attending to every token of the $k$ routed regions (a
 # sparse, content-aware mask, chapter 2), computed with dense matrix products only: no sparse kernels
 # needed, because whole regions are gathered.
 
@@ -81,6 +82,17 @@ print("index", tuple(index.shape), "-> gathered keys", tuple(k_gathered.shape))
 b, r, t = 1, 4, 1
 assert torch.equal(k_gathered[b, r, t], k_regions[b, index[b, r, t]])
 assert torch.equal(k_gathered, gather_kv(k_regions, index))  # bralib's version
+
+# %% [markdown]
+# Drawn as memory: the first image's index above, region by region. K holds each region once; $K^g$ holds,
+# for every query region, copies of its $k$ routed regions side by side, so the attention can read them as
+# one contiguous block.
+
+# %% mystnb={"figure": {"caption": "The gather's memory layout for the first image of this section (S = 3, k = 2): K in region order, each region stored once (top, with how often it is copied), and the gathered K^g, one row of k region copies per query region (bottom): k times the size of K, whatever the routing.", "name": "fig-gather-layout"}}
+from bralib.viz import draw_gather_layout
+
+draw_gather_layout(n_win=n_win, topk=topk, index=index[0])
+plt.show()
 
 # %% [markdown]
 # The gathered tensor is $k$ times larger than K itself: each region appears once for every region that
@@ -254,7 +266,7 @@ torch.testing.assert_close(bra(q, k, v8, num_heads=2, n_win=n_win, topk=n_win**2
 # face's region does not even route to itself, so the query's own neighbourhood gets no weight at all:
 # section 5's local context enhancement is there for such cases.)
 
-# %%
+# %% mystnb={"figure": {"caption": "One query token on the face: where its region routes with $k = 4$ (left), its attention weights under BRA, which live only in the routed regions (middle), and under full attention (right).", "name": "fig-bra-vs-full"}}
 picture = sample_image("astronaut", 112)
 feat = simple_features(sample_image("astronaut", 28)) * 3.0  # (1, 28, 28, 5): 7 x 7 regions of 4 x 4 tokens
 _, picture_index = route_regions(feat, feat, n_win=7, topk=4)
@@ -383,12 +395,17 @@ print("gradcheck passed")
 # %% [markdown]
 # ## 7. The scale: paper versus released code
 #
-# The paper scales token attention by $d^{-1/2}$ with $d$ the head width, as in every transformer. The
-# released code uses $C_{qk}^{-1/2}$, the *full* width, in every head: scores smaller by a factor
-# $\sqrt{h}$, so softer attention. It trains fine either way, but a model must be run with the scale it was
-# trained with: `BiLevelRoutingAttention(..., scale_mode="official")` reproduces the released code (to load
-# its weights), `scale_mode="paper"` (the default) follows the paper. With one head they coincide. The
-# routing scale does not matter: a positive factor never changes a top-k.
+# Three sources, three answers. The paper's **Algorithm 1** (its pseudocode, also on the authors' slides)
+# applies **no scale at all**: `A = bmm(query, key_g.transpose(-2, -1)); A = softmax(A)`. The paper's **text**
+# introduces attention as standard scaled dot-product attention, $\mathrm{softmax}(QK^\top/\sqrt{C})V$ for
+# queries and keys of width $C$, and never says which width applies once the channels are split into heads.
+# The **released code** (`rayleizhu/BiFormer`) uses `scale = qk_dim ** -0.5`, $C_{qk}^{-1/2}$ with the *full*
+# width, in every head: scores smaller by a factor $\sqrt{h}$ than with the usual per-head $d^{-1/2}$, so
+# softer attention. It trains fine either way, but a model must be run with the scale it was trained with:
+# `BiLevelRoutingAttention(..., scale_mode="official")` reproduces the released code (to load its weights);
+# `scale_mode="paper"` (the default) reads the text the way every multi-head transformer does, $d^{-1/2}$
+# with $d = C/h$ the head width. With one head the two coincide. The routing scale does not matter: a
+# positive factor never changes a top-k.
 
 # %%
 paper = BiLevelRoutingAttention(dim=16, num_heads=4, n_win=7, topk=4, scale_mode="paper").double()
@@ -446,26 +463,32 @@ assert seconds["gather"] < seconds["reference"]
 #   with the qkv projection and chapter 3's routing, that is `BiLevelRoutingAttention`.
 # * Routing has no gradient (its result is integers) and is computed on detached tensors; gradients of
 #   everything else agree across implementations and pass `gradcheck`.
-# * `scale_mode="paper"` uses $d^{-1/2}$ per head; `"official"` uses $C_{qk}^{-1/2}$ like the released code.
+# * `scale_mode="paper"` uses $d^{-1/2}$ per head (the usual reading of the paper's text; its Algorithm 1
+#   prints no scale); `"official"` uses $C_{qk}^{-1/2}$ like the released code.
 #
 # ## Exercises
 #
-# Open `exercises/04_gather_attend.py`, fill in the functions, and run the cell below (or
-# `bralib exercise check --chapter 4`).
+# Open `exercises/04_gather_attend.py`, fill in the functions, and run the cell below (or `bralib exercise
+# check --chapter 4`). Each exercise is tagged with its difficulty and its kind: *transcription* (write again
+# what the chapter showed), *design* (work out something the chapter did not show) or *experiment* (build a
+# measurement, then use it to answer a question). The solutions in `exercises/solutions/` answer every
+# question asked here.
 #
-# **4.1 `gather_regions(kv_regions, index)`.** The gather of section 1: (B, S², n, C) and (B, S², k) to
-# (B, S², k, n, C). Each image has its own index.
+# **4.1 `gather_regions(kv_regions, index)`** *[easy · transcription]*. The gather of section 1: (B, S², n, C)
+# and (B, S², k) to (B, S², k, n, C). Each image has its own index.
 #
-# **4.2 `routed_attention(q, k, v, index, n_win, num_heads)`.** Multi-head BRA token attention on
-# channels-last maps, with the paper's scale. The check compares it with the dense reference. Why does it
-# equal full attention when `index` lists all $S^2$ regions? (Write the answer in a comment.)
+# **4.2 `per_head_routed_attention(q, k, v, index, n_win)`** *[hard · design]*. Token attention when every
+# head has its own routing graph (chapter 3's exercise 3.2): the index is (B, heads, S², k). With the same
+# index in every head it must equal section 3's `routed_attention`. Why can the shared version gather once for
+# all heads?
 #
-# **4.3 `local_context(v, weight, bias)`.** The LCE: a depthwise convolution of a channels-last (B, H, W, C)
-# map with a (C, 1, K, K) kernel, output the same shape as the input.
+# **4.3 `error_vs_full_attention(q, k, v, n_win, num_heads)`** *[medium · experiment]*. The relative error of
+# BRA against full attention for k = 1 … S². Measure it on random inputs and on the astronaut's features: how
+# fast does it fall, why is it 0 at k = S², and why is random data the worst case for routing?
 
 # %% tags=["nbval-ignore-output"]
 # Tagged: the output changes as you work on the exercises.
 from bralib.exercises import check
 
-for name in ("gather_regions", "routed_attention", "local_context"):
+for name in ("gather_regions", "per_head_routed_attention", "error_vs_full_attention"):
     check(name)

@@ -68,14 +68,14 @@ torch.set_num_threads(1)
 # %% [markdown]
 # ## 1. The variants, one row each
 #
-# Every model `bralib.create_model` knows is one row of `MODEL_CONFIGS`: channels, blocks and heads per
-# stage, the routed regions `topks` per stage (`None`: stage 4 uses plain global attention, see below),
-# and the number of regions per side `n_win`. Besides the three released models there are two small ones
-# for laptops and tests, and four rows for Table 6 (section 7).
+# Every BiFormer `bralib.create_model` knows (chapter 10 adds other models) is one row of `MODEL_CONFIGS`:
+# channels, blocks and heads per stage, the routed regions `topks` per stage (`None`: stage 4 uses plain
+# global attention, see below), and the number of regions per side `n_win`. Besides the three released
+# models there are two small ones for laptops and tests, and four rows for Table 6 (section 7).
 
 # %%
 print(f"{'name':<24} {'dims':<22} {'depths':<15} {'heads':<15} {'topks':<18} n_win  size")
-for name in bralib.list_models():
+for name in MODEL_CONFIGS:
     cfg = MODEL_CONFIGS[name]
     print(
         f"{name:<24} {cfg.dims!s:<22} {cfg.depths!s:<15} {cfg.heads!s:<15} {cfg.topks!s:<18} {cfg.n_win!s:<6} "
@@ -85,7 +85,7 @@ for name in bralib.list_models():
 # %% [markdown]
 # ## 2. The stem: overlapped patch embedding
 #
-# ViT cuts the image into non-overlapping 16×16 patches; Swin into 4×4 ones. BiFormer instead runs two 3×3
+# ViT {cite:p}`dosovitskiy2021vit` cuts the image into non-overlapping 16×16 patches; Swin {cite:p}`liu2021swin` into 4×4 ones. BiFormer instead runs two 3×3
 # convolutions of stride 2 (3 → C/2 → C channels), with BatchNorm after each and a GELU between: every
 # output pixel sees a 7×7 patch of the input, and neighbouring patches overlap. The map shrinks by 4.
 #
@@ -125,13 +125,19 @@ print(tuple(image.shape), "->", tuple(tokens.shape), "  (B, C, H/4, W/4)")
 # * The depthwise 3×3 convolution is a **convolutional position encoding**: attention itself is blind to
 #   where a token sits, and a learned mix of each token's neighbours tells it (Table 6 measures its worth).
 # * **Pre-norm**: LayerNorm (ε = 1e-6) before the attention and the MLP, on the residual branch only, so
-#   the trunk $x$ carries the signal unnormalised from block to block (the standard choice since it trains
-#   deep stacks without warm-up tricks).
+#   the trunk $x$ carries the signal unnormalised from block to block (the standard choice, because it trains
+#   deep stacks stably; BiFormer's recipe still warms the learning rate up for 5 epochs, chapter 7).
 # * The **MLP** is Linear(C → 3C), GELU, Linear(3C → C): a ratio of 3 where ViT and Swin use 4.
 # * Each residual branch goes through **drop path** in training (stochastic depth: a whole branch is dropped
 #   for a random subset of images); the rate grows linearly from 0 to `drop_path_rate` over all blocks.
 #
-# bralib's block, verbatim (writing it yourself is exercise 6.1):
+# The block as a diagram, then bralib's code, verbatim (writing it yourself is exercise 6.1):
+
+# %% mystnb={"figure": {"caption": "A BiFormer block on a channels-last map: a depthwise 3x3 convolution as position encoding, pre-norm attention (BRA with its local context enhancement) and a pre-norm MLP of ratio 3, each added back through a residual connection.", "name": "fig-biformer-block"}}
+from bralib.viz import draw_biformer_block, draw_biformer_pyramid
+
+draw_biformer_block()
+plt.show()
 
 # %%
 print(inspect.getsource(BiFormerBlock.forward))
@@ -168,9 +174,15 @@ print(tiny.stages[3].blocks[0].attn)
 #
 # A stage is an optional downsampling layer (3×3 convolution of stride 2 and BatchNorm: the map halves,
 # the channels double) followed by its blocks. The blocks work channels-last; the stage converts once on
-# the way in and once on the way out. Here is a 224×224 image going through BiFormer-T, with what BRA sees
-# in each stage: S×S regions, tokens per region, routed regions k, and so the number of tokens each query
-# attends to.
+# the way in and once on the way out. The pyramid, drawn from BiFormer-T's configuration:
+
+# %% mystnb={"figure": {"caption": "BiFormer-T's four-stage pyramid at 224x224, drawn from its configuration: map side, channels and blocks per stage, and what each stage's attention sees (BRA with S = 7 and k = 1, 4, 16, so 64 tokens per query; global attention in stage 4).", "name": "fig-biformer-pyramid"}}
+draw_biformer_pyramid(tiny.config, image_size=224, name="BiFormer-T")
+plt.show()
+
+# %% [markdown]
+# Here is a 224×224 image going through BiFormer-T, with what BRA sees in each stage: S×S regions, tokens per
+# region, routed regions k, and so the number of tokens each query attends to.
 
 # %%
 with torch.no_grad():
@@ -236,7 +248,7 @@ for name in released:
 #
 # * `"macs"`: matrix products and convolutions only;
 # * `"fvcore"`: also 5 FLOPs per element of a LayerNorm and 2 per element of an inference BatchNorm, as
-#   fvcore (used for the paper's and the official repository's numbers) counts them.
+#   fvcore {cite:p}`fvcore` (used for the paper's and the official repository's numbers) counts them.
 #
 # The count always follows the paper's algorithm (the `gather` backend) whatever backend the model runs
 # with: the `dense` backend, for instance, does S²/k times more arithmetic for the same function.
@@ -253,7 +265,7 @@ for name, (_, _, official_g, paper_g) in released.items():
 # The products and convolutions alone come within 0.6 % of the released figures; with fvcore's norm
 # estimate the match is exact to the reported digits. Now split by kind of work (fvcore convention):
 
-# %%
+# %% mystnb={"figure": {"caption": "Where the multiply-adds of BiFormer-T, -S and -B go at 224x224: each kind of work's share, measured on bralib's models (fvcore's convention).", "name": "fig-macs-by-component"}}
 split = {name: macs_by_component(models[name]) for name in released}
 fig, ax = plt.subplots(figsize=(9, 4))
 height = 0.27
@@ -342,7 +354,7 @@ assert round(rows["table6_overlapped_embed"][0] - rows["table6_swin_layout"][0])
 # stage's channels as red, green and blue: the pixels whose feature vectors differ most get the most
 # different colours.
 
-# %%
+# %% mystnb={"figure": {"caption": "The astronaut through an untrained BiFormer-T: the input and the feature map of each of the four stages, whose first three principal components are shown as red, green and blue.", "name": "fig-untrained-features"}}
 picture = sample_image("astronaut", 224)  # (224, 224, 3) in [0, 1]
 mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
 batch = ((torch.from_numpy(picture) - mean) / std).permute(2, 0, 1)[None].float()  # (1, 3, 224, 224)
@@ -451,10 +463,10 @@ except ValueError as err:
     print(err)
 
 # %% [markdown]
-# The released models scale token attention by $C^{-1/2}$ (the full width) where the paper's formula has
-# $d^{-1/2}$ per head (chapter 4, section 7); their configurations therefore use
-# `scale_mode="official"`, so the weights give the outputs they were trained to give. The small teaching
-# variants use the paper's scale.
+# The released models scale token attention by $C^{-1/2}$ (the full width, `qk_dim ** -0.5` in the released
+# code), where the usual per-head reading of the paper's text gives $d^{-1/2}$ and its Algorithm 1 prints no
+# scale at all (chapter 4, section 7); their configurations therefore use `scale_mode="official"`, so the
+# weights give the outputs they were trained to give. The small teaching variants use the per-head scale.
 #
 # ## Summary
 #
@@ -473,24 +485,31 @@ except ValueError as err:
 #
 # ## Exercises
 #
-# Open `exercises/06_assembling_biformer.py`, fill in the functions, and run the cell below (or
-# `bralib exercise check --chapter 6`).
+# Open `exercises/06_assembling_biformer.py`, fill in the functions, and run the cell below (or `bralib
+# exercise check --chapter 6`). Each exercise is tagged with its difficulty and its kind: *transcription*
+# (write again what the chapter showed), *design* (work out something the chapter did not show) or
+# *experiment* (build a measurement, then use it to answer a question). The solutions in
+# `exercises/solutions/` answer every question asked here.
 #
-# **6.1 `block_forward(block, x)`.** Write a BiFormer block's forward pass from its parts (position
-# encoding, pre-norm attention, pre-norm MLP). The check compares it with `block(x)` for BRA blocks, a
-# stage-4 block, and a block without position encoding.
+# **6.1 `block_forward(block, x)`** *[easy · transcription]*. Write a BiFormer block's forward pass from its
+# parts (position encoding, pre-norm attention, pre-norm MLP). The check compares it with `block(x)` for BRA
+# blocks, a stage-4 block, and a block without position encoding.
 #
-# **6.2 `stage_parameters(dim, depth, in_dim, global_attention)`.** Count a stage's parameters by hand,
-# downsampling included. The check compares with all twelve stages of BiFormer-T, -S and -B. Which single
-# layer kind holds most of a block's parameters?
+# **6.2 `stage_parameters(dim, depth, in_dim, global_attention)`** *[hard · design]*. Count a stage's
+# parameters by hand, downsampling included. The check compares with all twelve stages of BiFormer-T, -S and
+# -B. Which single layer kind holds most of a block's parameters?
 #
-# **6.3 `feature_sizes(height, width)`.** The sizes of the four feature maps for any image (with
-# `auto_pad`). What do 230×310 and 224×320 give, and why does detection code often pad images to a multiple
-# of 32 anyway?
+# **6.3 `feature_sizes(height, width)`** *[easy · design]*. The sizes of the four feature maps for any image
+# (with `auto_pad`). What do 230×310 and 224×320 give, and why does detection code often pad images to a
+# multiple of 32 anyway?
+#
+# **6.4 `padding_overhead(image_size, n_win=7)`** *[medium · experiment]*. With `auto_pad`, BRA pads every map
+# to a multiple of S: what share of the tokens it attends over is padding, per stage? Tabulate it for inputs
+# from 224 to 1024 with S = 7 and S = 8: which sizes waste nothing, and what would you choose at 512?
 
 # %% tags=["nbval-ignore-output"]
 # Tagged: the output changes as you work on the exercises.
 from bralib.exercises import check
 
-for name in ("block_forward", "stage_parameters", "feature_sizes"):
+for name in ("block_forward", "stage_parameters", "feature_sizes", "padding_overhead"):
     check(name)

@@ -31,10 +31,12 @@
 # %% [markdown]
 # ## Motivation: the paper's own limitation
 #
-# The BiFormer paper is candid about it: at equal FLOPs, BiFormer-S runs at about half the throughput of
-# Swin-T on a V100, because the gather moves $k$ copies of the routed keys and values through memory and
-# costs extra kernel launches. On one H100 (measured for this project, PyTorch 2.11, batch 128, 224×224), an
-# independent re-implementation of the released algorithm reaches:
+# The BiFormer paper {cite:p}`zhu2023biformer` is candid about it: at about equal FLOPs, BiFormer-STL (Swin-T's layout with BRA in
+# place of window attention, 4.6 GFLOPs) runs at about half the throughput of Swin-T (4.5 GFLOPs) on a V100
+# (its Figure 1), because the gather moves $k$ copies of the routed keys and values through memory and costs
+# extra kernel launches. On one H100 (measured by the project on 2026-11-24, PyTorch 2.11, batch 128, 224×224;
+# the numbers and settings are stored in `benchmarks/h100_anchors.json`), an independent re-implementation of
+# the released BiFormer-S reaches:
 #
 # | images/s | inference, AMP | training, AMP |
 # |---|---|---|
@@ -64,7 +66,20 @@ from bralib.ops.backends.gather import gather_kv
 from bralib.ops.backends.layout import gather_tokens, routed_token_index
 
 torch.manual_seed(0)
-torch.set_num_threads(1)  # the live timings below use one core: they compare fairly however busy the machine is
+torch.set_num_threads(1)  # the live timings below use one core, so a busy machine disturbs them less
+
+# %%
+# The H100 numbers above, read from the file that records how they were made.
+anchors = json.loads((Path(bralib.__file__).resolve().parent.parent / "benchmarks" / "h100_anchors.json").read_text())
+columns, throughput = anchors["throughput"]["columns"], anchors["throughput"]
+pairs = zip(throughput["swin_t"], throughput["biformer_s_gather"], strict=True)
+gpu = dict(zip(columns, pairs, strict=True))  # column -> (Swin-T, BiFormer-S) images/s
+print(anchors["provenance"])
+for column in ("infer_amp", "train_amp"):
+    swin, biformer = gpu[column]
+    print(f"{column}: Swin-T {swin} img/s, BiFormer-S (gather) {biformer} img/s, ratio {biformer / swin:.2f}")
+assert round(gpu["infer_amp"][1] / gpu["infer_amp"][0], 2) == 0.29  # the table's ratios, from the stored numbers
+assert round(gpu["train_amp"][1] / gpu["train_amp"][0], 2) == 0.30
 
 # %% [markdown]
 # ## 1. Where the bytes go
@@ -147,11 +162,32 @@ for shape in preset_shapes("biformer-t", 8):
 # %% [markdown]
 # Read the three stages top to bottom. The copies (regions, gather, head splits, back to the map) do no
 # arithmetic at all, and they move most of the bytes: about 60% at stage 1 and more than 75% at stage 3, where
-# $k = 16$ makes $K^g$ and $V^g$ sixteen times the size of K and V. Even the two matrix products sit near or
-# below the machine's balance: a region's queries meet only $k n = 64$ keys of head width 32 (stages 1-3 alike),
-# too little work per byte loaded. That is what "the gather is memory-bound" means, and why FLOPs do not
-# predict the time.
-#
+# $k = 16$ makes $K^g$ and $V^g$ sixteen times the size of K and V. The two matrix products do better, but
+# their intensity falls from stage to stage: every region's queries meet $k n = 64$ keys of head width 32 at
+# all three stages, yet the queries per region shrink from 64 to 4, so each gathered key is used by fewer
+# queries: about 8, 4.6 and 1.7 FLOP/byte for $QK^\top$ at stages 1, 2, 3. On this core the output above marks
+# them compute-bound at stages 1-2 and memory-bound at stage 3 (where the line falls depends on the measured
+# balance); on a GPU, whose balance is in the hundreds of FLOP/byte, all of them would be memory-bound. With
+# most bytes in pure copies, that is what "the gather is memory-bound" means, and why FLOPs do not predict
+# the time. The roofline {cite:p}`williams2009roofline` below draws the same numbers.
+
+# %% mystnb={"figure": {"caption": "Roofline of this core (measured peak matmul FLOP/s and copy bandwidth) with the gather algorithm's steps of BiFormer-T's three BRA stages at batch 8, placed by the intensities computed above; the copies do no arithmetic and appear only in the legend.", "name": "fig-roofline"}}
+from bralib.viz import draw_roofline
+
+roof_steps = {}
+for stage, shape in enumerate(preset_shapes("biformer-t", 8), start=1):
+    costs = {step: (flops, nbytes) for step, flops, nbytes in gather_costs(
+        shape.batch, shape.height, shape.dim, shape.num_heads, shape.topk)}  # fmt: skip
+    roof_steps[f"stage {stage} Q K^T"] = costs["Q K^T"]
+    roof_steps[f"stage {stage} softmax"] = costs["softmax"]
+roof_steps["stage 3 gather (K, V)"] = costs["gather (K, V)"]
+draw_roofline(roof_steps, rates["flops"], rates["bytes"], title="The gather algorithm on this core (float32)")
+plt.show()
+qk_intensity = [roof_steps[f"stage {s} Q K^T"][0] / roof_steps[f"stage {s} Q K^T"][1] for s in (1, 2, 3)]
+assert qk_intensity[0] > qk_intensity[1] > qk_intensity[2]  # fewer queries per gathered key, stage by stage
+assert [round(i, 1) for i in qk_intensity] == [8.0, 4.6, 1.7]
+
+# %% [markdown]
 # The same bookkeeping predicts the **memory kept for the backward**. Autograd saves what each step needs
 # to differentiate it: the scaled queries, $K^g$ and $V^g$ ($k$ copies each) and the attention matrix. We
 # can count what is really saved with `torch.autograd.graph.saved_tensors_hooks` (what
@@ -186,10 +222,10 @@ assert saved_by("lean") == predicted_lean
 # | backend | what it does | what it changes |
 # |---|---|---|
 # | `gather` | the paper's algorithm | the baseline every ratio is measured against |
-# | `sdpa` | copies each routed key/value *token* once, as a row, straight from the map into its gathered place (heads stay inside the channels); then PyTorch's fused `scaled_dot_product_attention` | no region copies, no head copies, no attention matrix in memory; autograd still saves $K^g, V^g$ |
+# | `sdpa` | copies each routed key/value *token* once, as a row, straight from the map into its gathered place (heads stay inside the channels); then PyTorch's fused `scaled_dot_product_attention` (on a GPU, often a FlashAttention {cite:p}`dao2022flashattention` kernel) | no region copies, no head copies, no attention matrix in memory; autograd still saves $K^g, V^g$ |
 # | `dense` | fused SDPA over **all** tokens with the routed-region mask | $S^2/k$ times the FLOPs, but no gather and one large, efficient kernel: wins when regions are tiny |
 # | `lean` | `sdpa`'s gathers and fused kernels (forward and backward) in a custom autograd function, a few dozen regions at a time | saves only q, k, v, the output and the softmax statistics: $O(HW\,C)$ for the backward; the backward re-gathers and **index-adds** the key/value gradients into their source tokens; the chunks keep the gathered tokens in cache |
-# | `flex` | FlexAttention with one block per routed region | nothing gathered at all: a compiled block-sparse kernel; forward only on CPU |
+# | `flex` | FlexAttention {cite:p}`dong2024flexattention` with one block per routed region | nothing gathered at all: a compiled block-sparse kernel; forward only on CPU |
 #
 # The first change is the cheapest to see. The gather copies the key map into region order, then copies the
 # routed regions out of it, then splits the heads: three passes over (up to) $k$ copies of the keys. But a
@@ -218,7 +254,7 @@ print("token-row gather == the gather backend's:", k_rows.shape)
 # positions $i_1, i_2, \dots$, its gradient is the **sum** of the gradients of those positions. Writing
 # `grad[rows] += g` would be wrong (repeated rows keep only one contribution); `index_add_` sums them, and
 # needs nothing but the gathered gradient and the row numbers, never a buffer $k$ (or, for the released
-# code's `torch.gather`, $S^2$) times the size of the keys. Exercise 9.3 asks you to write it.
+# code's `torch.gather`, $S^2$) times the size of the keys. Exercise 9.2 asks you to write it.
 
 # %%
 g_rows = torch.randn(rows.numel(), 256, dtype=torch.float64)
@@ -262,7 +298,7 @@ print("gather, sdpa, dense, lean (forward and backward) and flex (forward) agree
 # keeps its inputs (which the layer holds anyway), its output and one number per query and head. Measured
 # on a 28×28 map with 64 channels:
 
-# %%
+# %% mystnb={"figure": {"caption": "Memory saved for the backward by one BRA call (28x28 tokens, $C = 64$) against the routed regions $k$: it grows with $k$ for `gather` and `sdpa` and stays flat for `lean`.", "name": "fig-backward-memory"}}
 gen = torch.Generator().manual_seed(2)
 q28, k28, v28 = (torch.randn(1, 28, 28, 64, generator=gen, requires_grad=True) for _ in range(3))
 topks = [1, 2, 4, 8, 16, 49]
@@ -325,11 +361,11 @@ for record in live["shapes"]:  # whatever the timings, every backend gave the ga
 #     --json benchmarks/cpu_biformer_t.json --update-auto
 # ```
 #
-# on one core of the 2-core CPU this book is built on, while other people were using both cores (the load
-# average is printed with it; `benchmarks/README.md` has the details and the targets). It is **loaded from the
-# stored JSON**, not re-measured: the live run above is the one made now.
+# on one core of the 2-core CPU this book is built on, while other processes were keeping both cores busy (the
+# load average is printed with it; `benchmarks/README.md` has the details, and the speed-ups the run was
+# meant to reach). It is **loaded from the stored JSON**, not re-measured: the live run above is the one made now.
 
-# %%
+# %% mystnb={"figure": {"caption": "The stored CPU run, loaded from `benchmarks/cpu_biformer_t.json` (not measured now): each backend's speed-up over the gather, forward and forward+backward, and its saved activations relative to the gather, per BRA stage.", "name": "fig-stored-benchmark"}}
 stored_path = Path(bralib.__file__).resolve().parent.parent / "benchmarks" / "cpu_biformer_t.json"
 stored = report.load_results(stored_path)
 print(f"STORED RUN from {stored['date']} ({stored_path.name}), not measured now\n")
@@ -364,7 +400,7 @@ for record in stored["shapes"]:  # the stored run's verdicts, per stage
 # time, so no rearrangement of copies around it can halve the gather's time. The next section's list says
 # what would.
 #
-# The timings are noisy: other people's jobs shared the two cores, and a round in which another process held
+# The timings are noisy: other processes shared the two cores, and a round in which another process held
 # "our" core takes twice as long. The rounds are interleaved, so every backend met the same noise, and the
 # medians of process CPU time (the "CPU time" column) agree with the wall-clock ratios; still, read the
 # ratios as ±10%.
@@ -386,9 +422,9 @@ for run, result in [("loaded", stored), ("idle", quiet)]:
 # %% [markdown]
 # On the idle machine the gather itself got much faster at stage 1 (the memory-bound step suffers most when
 # other processes share the caches and the memory bus), so `lean`'s stage-1 forward speed-up fell from about
-# 2.3× to about 1.6×, while stage 2 rose to about 2.1×. Forward+backward, memory and the training step stayed
-# on target; a forward speed-up of 2× at *both* stages was not reached in the same run. That is the honest
-# summary of where this CPU stands.
+# 2.3× to about 1.6×, while stage 2 rose to about 2.1×. Forward+backward, memory and the training step kept
+# the speed-ups the first run showed; a forward speed-up of 2× at *both* stages (the goal the benchmark was
+# written for) was not reached in the same run. That is the honest summary of where this CPU stands.
 #
 # ## 6. Letting `auto` choose
 #
@@ -421,11 +457,12 @@ print("runs stored for auto:", [(run["device"], run["dtype"]) for run in measure
 #   values somewhere (`flex` excepted), and at stage 2 the small attention products dominate what is left. A
 #   kernel that reads the routed regions of K and V straight from the map, region by region, and keeps a
 #   region's scores in registers moves $k$ times fewer bytes and pays no per-region call overhead; on a GPU
-#   that is a Triton kernel away, on a CPU a C++ one.
+#   that is a Triton {cite:p}`tillet2019triton` kernel away, on a CPU a C++ one.
 # * **Keep the region layout.** Each BRA call copies q, k, v into region order and the output back. A
 #   model that kept its activations region-major between the qkv projection and the output projection would
 #   skip those copies; so would gathering k and v together from the one qkv tensor they are slices of.
-# * **GPU.** No GPU was available for this chapter. FlexAttention with regions grouped into 128-token blocks
+# * **GPU.** This chapter's own measurements are all on the CPU; the H100 numbers of the motivation come from
+#   an earlier, separate run (`benchmarks/h100_anchors.json`) that did not include bralib's backends. FlexAttention with regions grouped into 128-token blocks
 #   (what bralib's `flex` does on CUDA for small regions), `lean`'s recompute backward, the CUDA rows of the
 #   equivalence tests and the whole-model comparison with Swin-T (`benchmarks/gpu_vs_swin.py`) all still need
 #   a GPU run.
@@ -446,23 +483,31 @@ print("runs stored for auto:", [(run["device"], run["dtype"]) for run in measure
 #
 # ## Exercises
 #
-# Open `exercises/09_making_it_fast.py`, fill in the functions, and run the cell below (or
-# `bralib exercise check --chapter 9`) until they say PASSED.
+# Open `exercises/09_making_it_fast.py`, fill in the functions, and run the cell below (or `bralib exercise
+# check --chapter 9`) until they say PASSED. Each exercise is tagged with its difficulty and its kind:
+# *transcription* (write again what the chapter showed), *design* (work out something the chapter did not
+# show) or *experiment* (build a measurement, then use it to answer a question). The solutions in
+# `exercises/solutions/` answer every question asked here.
 #
-# **9.1 `gathered_kv_bytes(batch, height, width, channels, n_win, topk, itemsize=4)`.** The bytes of the
-# gathered keys and values. Why does the number of regions $S^2$ cancel? Compare stage 1 and stage 3 of
-# BiFormer-T.
+# **9.1 `matmul_intensity(m, n, k, itemsize=4)`** *[easy · transcription]*. FLOPs per byte of one matrix
+# product. Evaluate it for a region of stage 1 (64 queries, 64 keys, head width 32) and of stage 3 (4 queries,
+# 64 keys): which is further below this machine's balance?
 #
-# **9.2 `matmul_intensity(m, n, k, itemsize=4)`.** FLOPs per byte of one matrix product. Evaluate it for a
-# region of stage 1 (64 queries, 64 keys, head width 32) and of stage 3 (4 queries, 64 keys): which is
-# further below this machine's balance?
+# **9.2 `scatter_add_rows(grads, rows, n_rows)`** *[medium · transcription]*. The backward of a row gather, as
+# `lean` does it. Why is `out[rows] += grads` wrong?
 #
-# **9.3 `scatter_add_rows(grads, rows, n_rows)`.** The backward of a row gather, as `lean` does it. Why is
-# `out[rows] += grads` wrong?
+# **9.3 `regions_per_chunk(cache_bytes, tokens_per_region, channels, topk, itemsize=4)`** *[medium · design]*.
+# How many regions `lean` can process at a time with their gathered keys and values in cache. Why does a chunk
+# of a few dozen regions suffice, and what would one region at a time cost?
+#
+# **9.4 `predicted_winner(side, channels, heads, n_win, topk, peak_flops, bandwidth)`** *[hard · experiment]*.
+# A roofline model of the gather and the dense backend: predict which is faster, stage by stage, with this
+# core's measured rates, and hold the predictions against the stored benchmark (section 5) and the H100
+# anchors. Where is the model right, and what does it leave out?
 
 # %% tags=["nbval-ignore-output"]
 # Tagged: the output changes as you work on the exercises.
 from bralib.exercises import check
 
-for name in ("gathered_kv_bytes", "matmul_intensity", "scatter_add_rows"):
+for name in ("matmul_intensity", "scatter_add_rows", "regions_per_chunk", "predicted_winner"):
     check(name)

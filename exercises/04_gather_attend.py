@@ -1,8 +1,8 @@
 """Exercises for chapter 4, "Gather, attend, enhance".
 
 Maps are channels-last, (B, H, W, C); regions and tokens are numbered row-major, as bralib.ops.to_regions
-does (you may use to_regions and from_regions from bralib.ops). Check your functions from the chapter's
-notebook or a terminal:
+does (you may use to_regions and from_regions from bralib.ops). Tags: difficulty, and kind (*transcription*,
+*design* or *experiment*, as in chapter 0). Check your functions from the chapter's notebook or a terminal:
 
     bralib exercise check --chapter 4
 """
@@ -11,7 +11,7 @@ import torch
 
 
 def gather_regions(kv_regions: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Collect the routed regions of every region.
+    """[easy, transcription] Collect the routed regions of every region.
 
     kv_regions: (B, S*S, n, C) keys or values grouped by region; index: (B, S*S, topk) long, the regions each
     region routes to (each image has its own). Returns (B, S*S, topk, n, C) where entry [b, r, t] is region
@@ -20,23 +20,35 @@ def gather_regions(kv_regions: torch.Tensor, index: torch.Tensor) -> torch.Tenso
     raise NotImplementedError("fill in gather_regions")
 
 
-def routed_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, n_win: int, num_heads: int
+def per_head_routed_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, n_win: int
 ) -> torch.Tensor:
-    """Multi-head token-to-token attention of bi-level routing (Algorithm 1, steps 6-7 and 9).
+    """[hard, design] BRA's token attention when every head has its own routing graph.
 
-    q, k: (B, H, W, C); v: (B, H, W, Cv); index: (B, n_win**2, topk). The queries of region r attend to every
-    token of the regions index[b, r]. Split the channels into num_heads heads (head h gets channels
-    h*C/num_heads ... (h+1)*C/num_heads - 1, and likewise for v), scale each head's scores by
-    (C / num_heads) ** -0.5, and concatenate the heads. Returns (B, H, W, Cv).
+    q, k: (B, H, W, C); v: (B, H, W, Cv); index: (B, heads, n_win**2, topk) long, as chapter 3's
+    per_head_routing_index returns: head h of region r attends to every token of the regions index[b, h, r].
+    Head h owns channels h*C/heads ... (h+1)*C/heads - 1 of q and k, and likewise of v; scale each head's
+    scores by (C / heads) ** -0.5 and concatenate the heads' outputs. Returns (B, H, W, Cv).
+
+    With the same index in every head it must equal the chapter's routed_attention. Why can the chapter's
+    version gather once for all heads, and what does this one have to gather instead?
     """
-    raise NotImplementedError("fill in routed_attention")
+    raise NotImplementedError("fill in per_head_routed_attention")
 
 
-def local_context(v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Local context enhancement: a depthwise convolution of a channels-last map.
+def error_vs_full_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_win: int, num_heads: int
+) -> list[float]:
+    """[medium, experiment] How far BRA is from full attention, for every number of routed regions.
 
-    v: (B, H, W, C); weight: (C, 1, K, K) with K odd (one K x K filter per channel); bias: (C,). Zero padding
-    keeps the size. Returns (B, H, W, C).
+    q, k: (B, H, W, C); v: (B, H, W, Cv). For topk = 1, 2, ..., n_win**2, compute BRA's token attention with
+    the routing of chapter 3 (region means of q and k over all channels, top-k per row), num_heads heads and
+    the per-head scale (C / num_heads) ** -0.5 (no LCE, no projections), and full multi-head attention with
+    the same heads and scale. Return the relative errors ||BRA - full|| / ||full|| (Frobenius norms over the
+    whole output), one Python float per topk, in order. (bralib.ops.bra and
+    torch.nn.functional.scaled_dot_product_attention may help.)
+
+    Then experiment: on random q, k, v and on q = k = the chapter's astronaut features (v random), how fast
+    does the error fall with k? Why is the last value 0, and why are random inputs the worst case for routing?
     """
-    raise NotImplementedError("fill in local_context")
+    raise NotImplementedError("fill in error_vs_full_attention")

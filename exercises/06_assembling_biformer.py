@@ -1,6 +1,7 @@
 """Exercises for chapter 6, "Assembling BiFormer".
 
-Check your functions from the chapter's notebook or a terminal:
+Tags: difficulty, and kind (*transcription*, *design* or *experiment*, as in chapter 0). Check your functions
+from the chapter's notebook or a terminal:
 
     bralib exercise check --chapter 6
 """
@@ -9,7 +10,7 @@ import torch
 
 
 def block_forward(block, x: torch.Tensor) -> torch.Tensor:
-    """The forward pass of a BiFormer block, written with its parts (do not call ``block(x)``).
+    """[easy, transcription] The forward pass of a BiFormer block, written with its parts (do not call ``block(x)``).
 
     block: a ``bralib.models.BiFormerBlock`` in eval mode, with the submodules ``pos_conv`` (a depthwise
     Conv2d, or None), ``attn_norm``, ``attn``, ``mlp_norm`` and ``mlp``; x: (B, H, W, C), channels-last.
@@ -20,7 +21,7 @@ def block_forward(block, x: torch.Tensor) -> torch.Tensor:
 
 
 def stage_parameters(dim: int, depth: int, in_dim: int | None = None, global_attention: bool = False) -> int:
-    """Parameters of one BiFormer stage, counted by hand (no model, no torch).
+    """[hard, design] Parameters of one BiFormer stage, counted by hand (no model, no torch).
 
     dim: channels C of the stage; depth: blocks; in_dim: channels of the previous stage (None for the first
     stage, which gets its input from the stem and has no downsampling layer); global_attention: the stage uses
@@ -30,8 +31,22 @@ def stage_parameters(dim: int, depth: int, in_dim: int | None = None, global_att
 
 
 def feature_sizes(height: int, width: int) -> list[tuple[int, int]]:
-    """(h, w) of BiFormer's four feature maps (strides 4, 8, 16, 32) for an image of height x width.
+    """[easy, design] (h, w) of BiFormer's four feature maps (strides 4, 8, 16, 32) for an image of height x width.
 
     With auto_pad, BRA pads each map internally and crops it again, so only the convolutions set the sizes.
     """
     raise NotImplementedError("fill in feature_sizes")
+
+
+def padding_overhead(image_size: int, n_win: int = 7) -> list[float]:
+    """[medium, experiment] The share of padded, empty tokens BRA computes on in each routed stage.
+
+    A square image of image_size pixels (a multiple of 32) gives stages 1-3 maps of image_size // 4, // 8 and
+    // 16 tokens per side. With auto_pad, BRA pads each map with zeros to the next multiple of n_win per side,
+    attends on the padded map, and crops. For each of the three stages return the fraction of the padded map's
+    tokens that are padding, 1 - side**2 / padded_side**2, as a Python float.
+
+    Then experiment: tabulate it for 224, 256, 384, 512, 640 and 1024 with n_win = 7 and n_win = 8. Which
+    sizes waste nothing with BiFormer's S = 7, and why was 224 a lucky size? What would you choose for 512?
+    """
+    raise NotImplementedError("fill in padding_overhead")

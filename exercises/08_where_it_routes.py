@@ -4,6 +4,7 @@ Fill in each function, then check it from the chapter's notebook or a terminal:
 
     bralib exercise check regions_under_box
     bralib exercise check chance_of_hit
+    bralib exercise check wilson_interval
 """
 
 
@@ -24,3 +25,13 @@ def chance_of_hit(n_regions: int, topk: int, n_targets: int) -> float:
     Hint: it is 1 minus the probability that all ``topk`` draws miss the targets.
     """
     raise NotImplementedError("fill in chance_of_hit")
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (low, high) for a rate of ``hits`` successes out of ``n`` trials.
+
+    With p = hits / n: centre = (p + z^2 / (2n)) / (1 + z^2 / n) and
+    half-width = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2)). Unlike p -/+ z sqrt(p (1 - p) / n),
+    it stays inside [0, 1] and is not empty at p = 0 or p = 1.
+    """
+    raise NotImplementedError("fill in wilson_interval")

@@ -168,6 +168,39 @@ def _line_of(text: str, fragment: str, occurrence: int = 1) -> int:
             ('exercises = ["first"]', 2),
         ),
         ('authors = ["A"]', "authors = [1]", ["[book]: authors must be a list of strings, got [1]"], ("authors", 1)),
+        # The optional keys of the website's chapter map: checked when present.
+        (
+            "exercises = []",
+            "exercises = []\nprerequisites = [1]",
+            ["chapters/01_more.py): prerequisites must list numbers of earlier chapters (0 to 0), got 1"],
+            ("prerequisites", 1),
+        ),
+        (
+            "exercises = []",
+            "exercises = []\nprerequisites = [0, 0]",
+            ["prerequisites lists a chapter twice"],
+            ("prerequisites", 1),
+        ),
+        (
+            "exercises = []",
+            'exercises = []\nprerequisites = "0"',
+            ["prerequisites must be a list of the numbers of earlier chapters"],
+            ("prerequisites", 1),
+        ),
+        (
+            "exercises = []",
+            "exercises = []\nminutes = 0",
+            ["minutes must be a whole number of minutes > 0, got 0"],
+            ("minutes", 1),
+        ),
+        ("exercises = []", "exercises = []\nminutes = 2.5", ["minutes must be a whole number"], ("minutes", 1)),
+        ("exercises = []", "exercises = []\nminutes = true", ["minutes must be a whole number"], ("minutes", 1)),
+        (
+            "exercises = []",
+            "exercises = []\nminute = 5",
+            ["unknown key(s) ['minute']", "minutes (optional)"],
+            ("[[chapter]]", 2),
+        ),
     ],
 )
 def test_a_malformed_manifest_names_the_line_and_the_problem(tmp_path, old, new, expected_words, line_of):
@@ -180,6 +213,28 @@ def test_a_malformed_manifest_names_the_line_and_the_problem(tmp_path, old, new,
         assert word in message, f"{word!r} not in {message!r}"
     assert f"line {_line_of(text, *line_of)}" in message, message
     assert message.startswith(str(tmp_path / "book.toml"))
+
+
+def test_optional_chapter_keys_default_to_nothing_and_parse_when_given(tmp_path):
+    book = parse_book(GOOD_MANIFEST, tmp_path / "book.toml")
+    assert book.chapters[1].prerequisites == () and book.chapters[1].minutes is None
+    text = GOOD_MANIFEST.replace("exercises = []", "exercises = []\nprerequisites = [0]\nminutes = 25")
+    book = parse_book(text, tmp_path / "book.toml")
+    assert book.chapters[1].prerequisites == (0,) and book.chapters[1].minutes == 25
+
+
+def test_a_prerequisite_must_be_a_listed_chapter(tmp_path):
+    text = GOOD_MANIFEST.replace("chapters/01_more.py", "chapters/05_more.py").replace(
+        "exercises = []", "exercises = []\nprerequisites = [0, 3]"
+    )
+    with pytest.raises(ManifestError, match=r"prerequisites name chapter\(s\) \[3\] that book.toml does not list"):
+        parse_book(text, tmp_path / "book.toml")
+
+
+def test_the_repositorys_chapters_state_prerequisites_and_minutes(book):
+    for chapter in book.chapters[1:]:
+        assert chapter.prerequisites, f"{chapter.file}: book.toml gives no prerequisites"
+    assert all(c.minutes for c in book.chapters), "every chapter states its reading time (minutes)"
 
 
 def test_missing_tables_and_files_are_clear(tmp_path, monkeypatch):

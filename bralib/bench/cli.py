@@ -3,6 +3,7 @@
 bralib bench                                   # CPU, BiFormer-T stage shapes, forward
 bralib bench --backward --json benchmarks/cpu.json
 bralib bench --device cuda --shapes biformer-s --backward --model --compile both
+bralib bench --device cuda --dtype bfloat16 --shapes biformer-s --backward --backends gather lean triton
 bralib bench --shapes custom --custom 28x28:128:4:4
 """
 
@@ -17,6 +18,7 @@ DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from bralib.bench.shapes import CUSTOM_HELP, STAGES
+    from bralib.cli import at_least
 
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default: cpu)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of q, k, v (default: float32)")
@@ -25,15 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stage-shape presets at 224x224 (T and S share their BRA shapes); 'custom' uses --custom",
     )  # fmt: skip
     parser.add_argument("--custom", action="append", default=[], metavar="SPEC", help=f"a custom shape: {CUSTOM_HELP}")
-    parser.add_argument("--batch", type=int, default=None, help="batch size (default: 8 on CPU, 64 on CUDA)")
+    parser.add_argument("--batch", type=at_least(1), default=None, help="batch size (default: 8 on CPU, 64 on CUDA)")
     parser.add_argument(
         "--backends", nargs="+", default=None, metavar="NAME",
-        help="backends to time (default: gather sdpa lean dense flex; 'reference' is allowed but very slow)",
+        help="backends to time (default: gather sdpa lean dense flex, and triton on cuda; 'reference' is allowed but "
+        "very slow; triton on cpu needs TRITON_INTERPRET=1 and is slow)",
     )  # fmt: skip
     parser.add_argument("--backward", action="store_true", help="also time forward+backward and measure memory")
-    parser.add_argument("--repeats", type=int, default=15, help="timed rounds per variant (default: 15)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default: 3)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--repeats", type=at_least(1), default=15, help="timed rounds per variant (default: 15)")
+    parser.add_argument("--warmup", type=at_least(0), default=3, help="untimed rounds first (default: 3)")
+    parser.add_argument("--threads", type=at_least(1), default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the results as JSON here")
     parser.add_argument("--figure", default=None, metavar="PATH", help="draw the figure here (default: JSON path .png)")
     parser.add_argument(
@@ -55,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --compile on/both, compile only these --model backends (default: all; compiling a model takes "
         "minutes on CPU)",
     )  # fmt: skip
-    parser.add_argument("--model-repeats", type=int, default=5, help="timed rounds in --model (default: 5)")
+    parser.add_argument("--model-repeats", type=at_least(1), default=5, help="timed rounds in --model (default: 5)")
     parser.add_argument("--no-shapes", action="store_true", help="skip the per-stage part (only --model)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from bralib.bench import report
     from bralib.bench.measure import load_average, machine
     from bralib.bench.model_bench import DEFAULT_MODEL_BACKENDS, bench_model
-    from bralib.bench.ops_bench import DEFAULT_BACKENDS, bench_shape
+    from bralib.bench.ops_bench import bench_shape, default_backends
     from bralib.bench.shapes import merge_duplicates, parse_custom, preset_shapes
     from bralib.ops.backends import BACKENDS, auto
 
@@ -84,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-    batch = args.batch or (64 if device.type == "cuda" else 8)
-    backends = tuple(args.backends or DEFAULT_BACKENDS)
+    batch = args.batch if args.batch is not None else (64 if device.type == "cuda" else 8)
+    backends = tuple(args.backends or default_backends(device.type))
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         print(f"bralib bench: unknown backend(s) {unknown}; known: {list(BACKENDS)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -135,6 +136,9 @@ def machine(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
+    triton = sys.modules.get("triton")  # the triton backend's kernels: recorded where they were used
+    if triton is not None:
+        info["triton"] = getattr(triton, "__version__", "unknown")
     return info
 
 

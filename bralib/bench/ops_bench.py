@@ -18,6 +18,12 @@ from bralib.ops.backends import BACKENDS
 
 BASELINE = "gather"
 DEFAULT_BACKENDS = ("gather", "sdpa", "lean", "dense", "flex")
+CUDA_BACKENDS = (*DEFAULT_BACKENDS, "triton")  # triton runs on CPU only in its (slow) interpreter
+
+
+def default_backends(device_type: str) -> tuple[str, ...]:
+    """The backends ``bralib bench`` times when none are named."""
+    return CUDA_BACKENDS if device_type == "cuda" else DEFAULT_BACKENDS
 
 
 def make_inputs(shape: StageShape, device: torch.device, dtype: torch.dtype, seed: int = 0):

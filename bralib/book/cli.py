@@ -6,6 +6,7 @@ Examples::
     bralib book build                # chapters/NN_slug.py -> chapters/NN_slug.ipynb
     bralib book check 0 3            # build and run chapters 0 and 3 under nbval, print a results table
     bralib book toc --write          # refresh the table of contents in README.md
+    bralib book html --open          # execute the chapters, build the website (build/site/html) and open it
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action.add_argument(
             "chapters", nargs="*", metavar="CHAPTER", help="number (3), stem (03_routing) or file; default: all"
         )
+    html_help = "build the book as a static website (every chapter executed; needs the [site] extra)"
+    html = actions.add_parser("html", help=html_help, description=html_help)
+    html.add_argument("--out", type=Path, default=None, help="build folder (default: build/site beside book.toml)")
+    html.add_argument("--open", action="store_true", help="open the site's front page in a web browser")
+    html.add_argument("--jobs", type=int, default=1, help="chapters executed at once (default: 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.action == "toc":
             return _toc(book, args.write)
+        if args.action == "html":
+            return _html(book, args.out, args.open, args.jobs)
         chapters = book.select(args.chapters)
     except (ManifestError, ValueError, FileNotFoundError) as err:
         print(f"bralib book: error: {err}", file=sys.stderr)
@@ -57,6 +65,30 @@ def run(args: argparse.Namespace) -> int:
             print(f"built {path.relative_to(book.root)}")
         return 0
     return _check(book, chapters)
+
+
+def _html(book, out: Path | None, open_browser: bool, jobs: int) -> int:
+    from bralib.book.site import SiteError, build_site
+
+    if jobs < 1:
+        print(f"bralib book: error: --jobs must be at least 1, got {jobs}", file=sys.stderr)
+        return 2
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        index = build_site(book, out, jobs=jobs, progress=progress)
+    except SiteError as err:
+        print(f"bralib book: error: {err}", file=sys.stderr)
+        return 1
+    if open_browser:
+        import webbrowser
+
+        if not webbrowser.open(index.as_uri()):
+            print("no web browser found: open this file in one", file=sys.stderr)
+    print(index)
+    return 0
 
 
 def _toc(book, write: bool) -> int:

@@ -17,6 +17,8 @@ Schema (every key required unless marked optional; unknown keys are errors, to c
     title = "..."                  # str
     builds = ["bralib.ops"]        # the bralib modules the chapter builds (list of str, may be empty)
     exercises = ["name"]           # exercise names: functions in exercises/NN_slug.py (list of str, may be empty)
+    prerequisites = [3, 4]         # optional: numbers of earlier chapters to read first (default: none)
+    minutes = 30                   # optional: reading time in minutes, exercises not included (int > 0)
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ CHAPTER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "builds": (list, 'a list of module names like ["bralib.ops"]'),
     "exercises": (list, "a list of exercise names (function names in exercises/NN_slug.py)"),
 }
+# Optional keys: the website's chapter map (bralib book html) shows them.
+OPTIONAL_CHAPTER_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "prerequisites": (list, "a list of the numbers of earlier chapters, like [3, 4]"),
+    "minutes": (int, "a whole number of minutes > 0"),
+}
 LIST_OF_STR_KEYS = {"authors", "builds", "exercises"}
 
 
@@ -64,6 +71,8 @@ class Chapter:
     builds: tuple[str, ...]
     exercises: tuple[str, ...]
     root: Path
+    prerequisites: tuple[int, ...] = ()  # numbers of earlier chapters to read first
+    minutes: int | None = None  # reading time; None when book.toml does not say
 
     @property
     def number(self) -> int:
@@ -183,6 +192,7 @@ def parse_book(text: str, path: Path) -> Book:
         raise ManifestError(f"{path}: needs at least one [[chapter]] entry (array of tables)")
     chapters = [_chapter(entry, i, locate, path.parent) for i, entry in enumerate(entries)]
     _check_unique(chapters, locate)
+    _check_prerequisites(chapters, locate)
     return Book(
         title=book["title"],
         authors=tuple(book["authors"]),
@@ -207,7 +217,7 @@ def _chapter(entry: dict[str, Any], index: int, locate: _Locator, root: Path) ->
         message = f"chapter #{index + 1} must be a [[chapter]] table, got {entry!r}"
         raise ManifestError(locate.table_error(line, message))
     label = f"[[chapter]] #{index + 1}" + (f" ({entry['file']})" if isinstance(entry.get("file"), str) else "")
-    _check_keys(entry, CHAPTER_KEYS, label, locate, line)
+    _check_keys(entry, CHAPTER_KEYS, label, locate, line, optional=OPTIONAL_CHAPTER_KEYS)
     if not CHAPTER_FILE.match(entry["file"]):
         message = (
             f'{label}: file must look like "chapters/NN_slug.py" (two digits, lower-case slug), got {entry["file"]!r}'
@@ -217,21 +227,44 @@ def _chapter(entry: dict[str, Any], index: int, locate: _Locator, root: Path) ->
         if not EXERCISE_NAME.match(name):
             message = f"{label}: exercise {name!r} is not a Python function name"
             raise ManifestError(locate.key_error(line, "exercises", message))
+    number = int(Path(entry["file"]).name[:2])
+    prerequisites = entry.get("prerequisites", [])
+    for item in prerequisites:
+        if not isinstance(item, int) or isinstance(item, bool) or not 0 <= item < number:
+            message = f"{label}: prerequisites must list numbers of earlier chapters (0 to {number - 1}), got {item!r}"
+            raise ManifestError(locate.key_error(line, "prerequisites", message))
+    if len(set(prerequisites)) != len(prerequisites):
+        message = f"{label}: prerequisites lists a chapter twice: {prerequisites!r}"
+        raise ManifestError(locate.key_error(line, "prerequisites", message))
+    minutes = entry.get("minutes")
+    if minutes is not None and minutes <= 0:
+        message = f"{label}: minutes must be a whole number of minutes > 0, got {minutes!r}"
+        raise ManifestError(locate.key_error(line, "minutes", message))
     return Chapter(
         file=entry["file"],
         title=entry["title"],
         builds=tuple(entry["builds"]),
         exercises=tuple(entry["exercises"]),
         root=root.resolve(),
+        prerequisites=tuple(prerequisites),
+        minutes=minutes,
     )
 
 
 def _check_keys(
-    table: dict[str, Any], schema: dict[str, tuple[Any, str]], label: str, locate: _Locator, line: int | None
+    table: dict[str, Any],
+    schema: dict[str, tuple[Any, str]],
+    label: str,
+    locate: _Locator,
+    line: int | None,
+    optional: dict[str, tuple[Any, str]] | None = None,
 ) -> None:
-    """Every key present with the right type, and no others."""
-    for key, (kind, described) in schema.items():
+    """Every key of ``schema`` present, those of ``optional`` maybe, each with the right type, and no others."""
+    optional = optional or {}
+    for key, (kind, described) in {**schema, **optional}.items():
         if key not in table:
+            if key in optional:
+                continue
             raise ManifestError(locate.table_error(line, f"{label} is missing the key {key!r} ({described})"))
         value = table[key]
         ok = isinstance(value, kind) and not isinstance(value, bool)
@@ -239,11 +272,10 @@ def _check_keys(
             ok = all(isinstance(item, str) for item in value)
         if not ok:
             raise ManifestError(locate.key_error(line, key, f"{label}: {key} must be {described}, got {value!r}"))
-    unknown = sorted(set(table) - set(schema))
+    unknown = sorted(set(table) - set(schema) - set(optional))
     if unknown:
-        raise ManifestError(
-            locate.table_error(line, f"{label} has unknown key(s) {unknown}; allowed: {sorted(schema)}")
-        )
+        allowed = sorted(schema) + [f"{key} (optional)" for key in sorted(optional)]
+        raise ManifestError(locate.table_error(line, f"{label} has unknown key(s) {unknown}; allowed: {allowed}"))
 
 
 def _check_unique(chapters: list[Chapter], locate: _Locator) -> None:
@@ -268,6 +300,19 @@ def _check_unique(chapters: list[Chapter], locate: _Locator) -> None:
             seen_exercises[name] = chapter.file
         seen_files[chapter.file] = i
         seen_numbers[chapter.number] = chapter.file
+
+
+def _check_prerequisites(chapters: list[Chapter], locate: _Locator) -> None:
+    """Every prerequisite names a chapter that the manifest lists."""
+    numbers = {chapter.number for chapter in chapters}
+    for i, chapter in enumerate(chapters):
+        missing = [n for n in chapter.prerequisites if n not in numbers]
+        if missing:
+            message = (
+                f"[[chapter]] #{i + 1} ({chapter.file}): prerequisites name chapter(s) {missing} that book.toml"
+                f" does not list; listed: {sorted(numbers)}"
+            )
+            raise ManifestError(locate.key_error(locate.chapter_line(i), "prerequisites", message))
 
 
 class _Locator:

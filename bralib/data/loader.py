@@ -95,10 +95,20 @@ def build_datasets(
     train, val = ImageFolder(root / "train"), ImageFolder(root / "val")
     if train.classes != val.classes:
         raise ValueError(f"train and val class folders differ: {train.classes} vs {val.classes}")
+    _verify_subset(val, val_size)  # a damaged validation image found now, not after a whole training epoch
     train_tf = T.imagenet_train_transform(image_size, randaugment_ops, randaugment_magnitude, random_erasing)
     train_set = SeededTransform(_subset(train, train_size), train_tf)
     val_set = SeededTransform(_subset(val, val_size), T.imagenet_eval_transform(image_size))
     return DataSpec(train_set, val_set, train.num_classes, image_size)
+
+
+def _verify_subset(dataset, size: int | None) -> None:
+    """Open the header of every image that :func:`_subset` keeps (cheap: nothing is decoded)."""
+    if size is None or size >= len(dataset):
+        dataset.verify()
+    else:
+        step = len(dataset) / size
+        dataset.verify([int(i * step) for i in range(size)])
 
 
 def _subset(dataset: torch.utils.data.Dataset, size: int | None) -> torch.utils.data.Dataset:

@@ -1,4 +1,4 @@
-"""Checks for chapter 0, "How to use this book": the warm-up exercise."""
+"""Checks for chapter 0, "How to use this book": the warm-up exercise and a plan of regions for another input size."""
 
 from __future__ import annotations
 
@@ -25,3 +25,39 @@ def _tokens_to_attend():
             )
     # Not square: height and width must each be split S ways.
     yield Case("a 28x56 map, S=7, k=2", args=(28, 56), kwargs={"n_win": 7, "topk": 2}, expected=64, hint=hint)
+
+
+def _plan_problem(image_size: int, tokens_per_query: int):
+    """A verify function: three (n_win, topk) pairs that obey the rules of the docstring, any of them."""
+    sides = [image_size // 4 // 2**stage for stage in range(3)]
+
+    def verify(plan) -> str | None:
+        if not isinstance(plan, list | tuple) or len(plan) != 3:
+            return f"expected a list of three (n_win, topk) pairs, one per routed stage, got {plan!r}"
+        for stage, (side, pair) in enumerate(zip(sides, plan, strict=True), start=1):
+            if not isinstance(pair, list | tuple) or len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+                return f"stage {stage}: expected a pair of ints (n_win, topk), got {pair!r}"
+            n_win, topk = pair
+            if n_win < 1 or side % n_win:
+                return f"stage {stage}: n_win={n_win} does not divide the map's side {side}"
+            if not 1 <= topk <= n_win * n_win:
+                return f"stage {stage}: topk={topk} is not between 1 and n_win**2 = {n_win * n_win}"
+            tokens = topk * (side // n_win) ** 2
+            if tokens != tokens_per_query:
+                where = f"stage {stage} ({side}x{side})"
+                return f"{where}: S={n_win}, k={topk} gives {tokens} tokens per query, not {tokens_per_query}"
+        return None
+
+    return verify
+
+
+@exercise("plan_regions")
+def _plan_regions():
+    hint = "for each stage side, try every n_win that divides it; the region holds (side // n_win)**2 tokens"
+    for image_size, tokens, what in [
+        (224, 64, "224x224, 64 tokens per query (the paper's setting)"),
+        (512, 64, "512x512, 64 tokens per query: S = 7 no longer divides the maps"),
+        (384, 36, "384x384, 36 tokens per query"),
+        (256, 16, "256x256, 16 tokens per query"),
+    ]:
+        yield Case(what, args=(image_size, tokens), verify=_plan_problem(image_size, tokens), hint=hint)

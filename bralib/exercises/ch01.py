@@ -1,4 +1,4 @@
-"""Checks for chapter 1, "Attention and its quadratic cost": attention from scratch, its FLOPs, log-log slopes."""
+"""Checks for chapter 1, "Attention and its quadratic cost": attention from scratch, its memory, its entropy."""
 
 from __future__ import annotations
 
@@ -39,29 +39,40 @@ def _attention():
                expected=F.scaled_dot_product_attention(q, k, v, attn_mask=sparse), atol=1e-5, hint=hint)  # fmt: skip
 
 
-@exercise("attention_flops")
-def _attention_flops():
-    hint = "Q K^T is n_queries * n_keys dot products of length dim; weights @ V is as many again; x2 per multiply-add"
-    for n_queries, n_keys, dim, what in [
-        (196, 196, 32, "full attention over a 14x14 map, one head of width 32"),
-        (3136, 3136, 32, "full attention over BiFormer's 56x56 stage-1 map"),
-        (3136, 64, 32, "BRA at stage 1: each query sees k=1 region of 64 tokens"),
-        (10, 7, 3, "a small uneven case"),
+def _largest_side(budget: int, heads: int, itemsize: int) -> int:
+    side = 0
+    while heads * (side + 1) ** 4 * itemsize <= budget:  # N^2 weights per head, N = side^2 tokens
+        side += 1
+    return side
+
+
+@exercise("attention_memory_limit")
+def _attention_memory_limit():
+    hint = "N = side**2 tokens store N * N weights per head: heads * side**4 * itemsize bytes; keep it <= the budget"
+    for budget, heads, itemsize, what in [
+        (80 * 10**9, 2, 2, "an 80 GB GPU, 2 heads, 16-bit weights"),
+        (8 * 2**30, 2, 4, "8 GiB, 2 heads (BiFormer-T stage 1), float32"),
+        (4 * 3136**2, 1, 4, "exactly one 56x56 map's weights, one head"),
+        (4 * 3136**2 - 1, 1, 4, "one byte less than that"),
+        (15, 1, 4, "less than one weight: side 0"),
     ]:
-        yield Case(what, args=(n_queries, n_keys, dim), expected=4 * n_queries * n_keys * dim, hint=hint)
+        yield Case(what, args=(budget, heads), kwargs={"itemsize": itemsize},
+                   expected=_largest_side(budget, heads, itemsize), hint=hint)  # fmt: skip
 
 
-@exercise("loglog_slope")
-def _loglog_slope():
-    hint = "fit log(value) = log(a) + p * log(size) to all points, e.g. with numpy.polyfit(..., 1)"
-    sizes = [196, 784, 3136, 12544]
-    yield Case("an exact square law", args=(sizes, [3.0 * n**2 for n in sizes]), expected=2.0, hint=hint)
-    yield Case("an exact 4/3 power law", args=([10, 100, 1000], [n ** (4 / 3) for n in (10, 100, 1000)]),
-               expected=4 / 3, hint=hint)  # fmt: skip
-    # Timings with overhead at the small end: least squares and a first-to-last line disagree here.
-    from bralib.complexity.scaling import loglog_slope
-
-    times = [0.0005, 0.02, 0.34, 5.1]
-    slope = loglog_slope(sizes, times)
-    yield Case("measured-looking times, flattened by overhead at the small end", args=(sizes, times),
-               expected=slope, rtol=1e-6, hint=hint)  # fmt: skip
+@exercise("attention_entropy")
+def _attention_entropy():
+    hint = "p = softmax(q @ k^T * scale, dim=-1); entropy = -(p * log p).sum(-1), via log_softmax; mean; float(...)"
+    gen = torch.Generator().manual_seed(7)
+    for shape_q, n_keys, scale, what in [
+        ((64, 4), 64, 1.0, "64 queries and keys of width 4, no scale"),
+        ((64, 64), 64, 64**-0.5, "width 64, scale 1/sqrt(d)"),
+        ((64, 1024), 64, 1.0, "width 1024 without scale: nearly one-hot rows"),
+        ((2, 3, 16, 8), 16, 8**-0.5, "a batch of 2 x 3 heads"),
+        ((5, 8), 5, 0.0, "scale 0: uniform weights, entropy log M"),
+    ]:
+        q = torch.randn(*shape_q, dtype=torch.float64, generator=gen)
+        k = torch.randn(*shape_q[:-2], n_keys, shape_q[-1], dtype=torch.float64, generator=gen)
+        log_p = torch.log_softmax(q @ k.transpose(-1, -2) * scale, dim=-1)
+        expected = float(-(log_p.exp() * log_p).sum(-1).mean())
+        yield Case(what, args=(q, k, scale), expected=expected, atol=1e-9, rtol=1e-7, hint=hint)

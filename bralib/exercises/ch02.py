@@ -74,3 +74,22 @@ def _routed_token_mask():
         index = torch.rand(batch, n_win**2, n_win**2, generator=gen).argsort(-1)[..., :topk]  # random, distinct
         expected = masks.routed_mask(index, height, width, n_win)
         yield Case(what, args=(index, height, width, n_win), verify=_mask_problem(expected), hint=hint)
+
+
+@exercise("two_layer_reach")
+def _two_layer_reach():
+    hint = "i reaches j through m when second[i, m] and first[m, j]: a product of the masks as floats, then > 0"
+    height = width = 8
+    gen = torch.Generator().manual_seed(3)
+    index = torch.rand(1, 16, 16, generator=gen).argsort(-1)[..., :2]  # 4x4 regions of 2x2 tokens, 2 routed
+    window, shifted = masks.window_mask(height, width, 4), masks.window_mask(height, width, 4, shift=2)
+    sliding, routed = masks.neighbourhood_mask(height, width, 3), masks.routed_mask(index, height, width, 4)[0]
+    for first, second, what in [
+        (window, window, "window then window (8x8 grid, 4x4 windows): stays inside the window"),
+        (window, shifted, "window then shifted window"),
+        (masks.criss_cross_mask(height, width), masks.criss_cross_mask(height, width), "criss-cross twice"),
+        (routed, sliding, "routed (not symmetric) then sliding window: the order matters"),
+        (sliding, routed, "sliding window then routed"),
+    ]:
+        expected = float(((second.float() @ first.float()) > 0).float().mean())
+        yield Case(what, args=(first, second), expected=expected, atol=1e-12, hint=hint)

@@ -1,4 +1,4 @@
-"""Checks for chapter 3, "Regions and the routing graph": to_regions, from_regions and the routing index."""
+"""Checks for chapter 3, "Regions and the routing graph": to_regions, per-head routing, and routing overlap."""
 
 from __future__ import annotations
 
@@ -31,28 +31,41 @@ def _to_regions():
         yield Case(what, args=(x, n_win), expected=to_regions(x, n_win), hint=hint)
 
 
-@exercise("from_regions")
-def _from_regions():
-    hint = "undo to_regions: reshape to (B, S, S, H/S, W/S, C), permute back to (B, S, H/S, S, W/S, C), reshape"
-    for seed, (shape, n_win, what) in enumerate(SHAPES):
-        x = _map(shape, seed)
-        yield Case(what, args=(to_regions(x, n_win), n_win, shape[1], shape[2]), expected=x, hint=hint)
-
-
-@exercise("routing_index")
-def _routing_index():
+@exercise("per_head_routing_index")
+def _per_head_routing_index():
     hint = (
-        "q_r = to_regions(q, S).mean(2); k_r likewise; adjacency = q_r @ k_r.transpose(-1, -2); "
-        "torch.topk(adjacency, topk, dim=-1).indices"
+        "for head h take channels h*C/heads:(h+1)*C/heads of q and k; region means; adjacency q_r @ k_r^T; "
+        "torch.topk(..., topk, dim=-1).indices; stack the heads on dim 1"
     )
-    for seed, (batch, height, width, channels, n_win, topk, what) in enumerate([
-        (1, 4, 4, 3, 2, 1, "a 4x4 map, 2x2 regions, k=1"),
-        (2, 8, 8, 4, 4, 3, "two 8x8 maps, 4x4 regions, k=3"),
-        (1, 6, 12, 5, 3, 4, "a 6x12 map (not square), 3x3 regions, k=4"),
-        (1, 14, 14, 8, 7, 49, "k = S^2 = 49: every region, best first"),
+    for seed, (batch, height, width, channels, n_win, topk, heads, what) in enumerate([
+        (1, 4, 4, 4, 2, 1, 1, "one head: the same as the shared routing"),
+        (2, 8, 8, 8, 4, 3, 2, "two images, two heads of 4 channels, 4x4 regions, k=3"),
+        (1, 6, 12, 12, 3, 4, 3, "a 6x12 map (not square), three heads, k=4"),
+        (1, 14, 14, 16, 7, 4, 4, "S=7 as in BiFormer, four heads"),
     ]):  # fmt: skip
         gen = torch.Generator().manual_seed(seed)
         q = torch.randn(batch, height, width, channels, generator=gen, dtype=torch.float64)
         k = torch.randn(batch, height, width, channels, generator=gen, dtype=torch.float64)
-        expected = route_regions(q, k, n_win=n_win, topk=topk)[1]
-        yield Case(what, args=(q, k, n_win, topk), expected=expected, hint=hint)
+        per_head = [route_regions(q_h, k_h, n_win=n_win, topk=topk)[1]
+                    for q_h, k_h in zip(q.chunk(heads, -1), k.chunk(heads, -1), strict=True)]  # fmt: skip
+        expected = torch.stack(per_head, dim=1)  # (B, heads, S^2, k)
+        yield Case(what, args=(q, k, n_win, topk, heads), expected=expected, hint=hint)
+
+
+@exercise("routing_overlap")
+def _routing_overlap():
+    hint = "for each row: (row_a[:, None] == row_b[None, :]).any(-1).sum() / topk; then the mean over rows"
+    gen = torch.Generator().manual_seed(5)
+    same = torch.rand(2, 9, 9, generator=gen).argsort(-1)[..., :3]
+    shuffled = same.gather(-1, torch.rand(2, 9, 3, generator=gen).argsort(-1))  # the same regions, other order
+    other = torch.rand(2, 9, 9, generator=gen).argsort(-1)[..., :3]
+    heads = torch.rand(1, 4, 49, 49, generator=gen).argsort(-1)[..., :4]
+    for a, b, what in [
+        (same, same, "a routing against itself: 1.0"),
+        (same, shuffled, "the same regions listed in another order: still 1.0"),
+        (same, other, "two random routings of 9 regions, k=3"),
+        (heads[:, :1].expand(1, 4, 49, 4), heads, "one head's routing against four heads' (S=7, k=4)"),
+        (torch.tensor([[0, 1]]), torch.tensor([[2, 3]]), "no region in common: 0.0"),
+    ]:
+        expected = float(((a[..., :, None] == b[..., None, :]).any(-1).sum(-1).float() / a.shape[-1]).mean())
+        yield Case(what, args=(a, b), expected=expected, atol=1e-12, hint=hint)

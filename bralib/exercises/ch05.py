@@ -59,3 +59,24 @@ def _exact_routing_optimum():
 
     yield Case("S* with the adjacency counted as S^4*C multiply-adds (symbols H, W, C, k of bralib.complexity)",
                args=(sy.H, sy.W, sy.C, sy.k), verify=verify, hint=hint)  # fmt: skip
+
+
+@exercise("attention_dominant_side")
+def _attention_dominant_side():
+    hint = "with side = m * S: 2 HW k (HW/S^2) C > 4 HW C^2 becomes m^2 > 2C / k; find the smallest such m"
+    terms = sy.bra_terms()
+    for channels, n_win, topk, what in [
+        (64, 7, 1, "BiFormer-T stage 1's settings: C=64, S=7, k=1"),
+        (128, 7, 4, "stage 2's settings: C=128, S=7, k=4"),
+        (256, 7, 16, "stage 3's settings: C=256, S=7, k=16"),
+        (16, 4, 2, "C=16, S=4, k=2"),
+        (8, 3, 16, "many routed regions: attention dominates early"),
+    ]:
+        side = n_win
+        while True:  # the experiment, done by the check: grow the map until attention costs more
+            values = {sy.H: side, sy.W: side, sy.C: channels, sy.S: n_win, sy.k: topk}
+            linear = terms["qkv_projection"].subs(values) + terms["output_projection"].subs(values)
+            if terms["token_attention"].subs(values) > linear:
+                break
+            side += n_win
+        yield Case(what, args=(channels, n_win, topk), expected=int(side), hint=hint)

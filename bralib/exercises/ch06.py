@@ -73,3 +73,21 @@ def _feature_sizes():
             maps = model(torch.zeros(1, 3, height, width))
         expected = [tuple(m.shape[2:]) for m in maps]
         yield Case(what, args=(height, width), expected=expected, hint=hint)
+
+
+@exercise("padding_overhead")
+def _padding_overhead():
+    hint = "padded side = ceil(side / n_win) * n_win; overhead = 1 - side**2 / padded**2, for sides size/4, /8, /16"
+    for image_size, n_win, what in [
+        (224, 7, "224x224, S=7: nothing to pad"),
+        (512, 7, "512x512, S=7: every stage pads"),
+        (512, 8, "512x512, S=8"),
+        (640, 7, "640x640, S=7"),
+        (1024, 12, "1024x1024, S=12"),
+    ]:
+        expected = []
+        for stage in range(3):
+            side = image_size // 4 // 2**stage
+            padded = side + (-side) % n_win  # what BiLevelRoutingAttention(auto_pad=True) pads each side to
+            expected.append(1 - side**2 / padded**2)
+        yield Case(what, args=(image_size,), kwargs={"n_win": n_win}, expected=expected, atol=1e-12, hint=hint)

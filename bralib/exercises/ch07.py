@@ -65,3 +65,14 @@ def _ema_step():
         yield Case(f"decay {decay}, update number {updates} (decay used: {d:.4g})",
                    args=(average, weights, decay, updates), expected=d * average + (1 - d) * weights,
                    hint=hint)  # fmt: skip
+
+
+@exercise("ema_half_life")
+def _ema_half_life():
+    hint = "the smallest n with decay**n <= 0.5: n = ceil(log(0.5) / log(decay)); return an int"
+    for decay, what in [(0.5, "decay 0.5: one update halves it"), (0.9, "decay 0.9"), (0.999, "decay 0.999"),
+                        (0.99996, "decay 0.99996, the released recipe's"), (0.25, "decay 0.25")]:  # fmt: skip
+        n = 1
+        while decay**n > 0.5:  # the definition, counted
+            n += 1
+        yield Case(what, args=(decay,), expected=n, hint=hint)

@@ -27,7 +27,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from bralib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from bralib.models.layers import DropPath, GlobalAttention, Mlp
 from bralib.ops import BiLevelRoutingAttention
 
@@ -280,7 +282,14 @@ class BiFormerBlock(nn.Module):
 
 
 class BiFormerStage(nn.Module):
-    """An optional downsampling layer, then ``len(blocks)`` blocks at one resolution (NCHW in and out)."""
+    """An optional downsampling layer, then ``len(blocks)`` blocks at one resolution (NCHW in and out).
+
+    With ``grad_checkpointing`` (set by :meth:`BiFormer.set_grad_checkpointing`) each block keeps only its input
+    for the backward and runs its forward again there: activation memory of one block at a time, for about one
+    more forward pass of compute.
+    """
+
+    grad_checkpointing: bool = False
 
     def __init__(self, downsample: nn.Module | None, blocks: list[BiFormerBlock]) -> None:
         super().__init__()
@@ -299,6 +308,10 @@ class BiFormerStage(nn.Module):
             if return_routing:
                 x, index = block(x, return_routing=True)
                 indices.append(index)
+            elif self.grad_checkpointing and torch.is_grad_enabled():
+                # use_reentrant=False: the supported mode; it restores the RNG state, so drop-path masks (and so
+                # the gradients) are exactly those of the plain forward.
+                x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
         x = x.permute(0, 3, 1, 2)  # (B, C, H, W), a view
@@ -404,10 +417,7 @@ class BiFormer(nn.Module):
         self, x: torch.Tensor, return_routing: bool = False
     ) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[Routing]]:
         """(B, in_chans, H, W) -> the four stages' NCHW maps (and, if asked, every BRA block's :class:`Routing`)."""
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f"x must be an image batch (B, {self.in_chans}, H, W), got shape {tuple(x.shape)}")
-        if not self.auto_pad:
-            self._check_size(x.shape[2], x.shape[3])
+        self._check_input(x)
         x = self.stem(x)
         maps, routes = [], []
         for i, stage in enumerate(self.stages):
@@ -420,6 +430,12 @@ class BiFormer(nn.Module):
                 x = stage(x)
             maps.append(x)
         return (maps, routes) if return_routing else maps
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"x must be an image batch (B, {self.in_chans}, H, W), got shape {tuple(x.shape)}")
+        if not self.auto_pad:
+            self._check_size(x.shape[2], x.shape[3])
 
     def _check_size(self, height: int, width: int) -> None:
         """Without ``auto_pad`` every BRA stage's map must split into n_win x n_win regions: say so up front."""
@@ -460,6 +476,127 @@ class BiFormer(nn.Module):
         if self.features_only:
             return self.forward_stages(x)
         return self.forward_head(self.forward_features(x))
+
+    # ------------------------------------------------------------ timm's conventions
+
+    @property
+    def num_features(self) -> int:
+        """Channels of the pooled features the classifier reads (C4)."""
+        return self.config.dims[-1]
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        """timm's description of how to feed the model: input size, normalisation, first conv and classifier.
+
+        The normalisation and resizing are those of the released ImageNet evaluation (resize 256 bicubic,
+        centre crop 224: ``crop_pct`` 0.875); ``architecture`` is the :func:`bralib.list_models` name whose
+        config this model has (None for a changed config).
+        """
+        size = self.config.input_size
+        return {
+            "architecture": next((name for name, cfg in MODEL_CONFIGS.items() if cfg == self.config), None),
+            "input_size": (self.in_chans, size, size),
+            "fixed_input_size": not self.auto_pad,
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+            "interpolation": "bicubic",
+            "crop_pct": 0.875,
+            "first_conv": "stem.conv1" if self.config.stem == "overlapped" else "stem.conv",
+            "classifier": None if self.head is None else "head",
+            "num_classes": self.num_classes,
+            "paper_ids": "arXiv:2303.08810",
+        }
+
+    def get_classifier(self) -> nn.Module | None:
+        """The classifier (``nn.Linear``, ``nn.Identity`` for num_classes=0, None for a features_only model)."""
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: the pooled (B, C4) features).
+
+        ``global_pool``: None keeps the pooling; ``"avg"``, the only one BiFormer has, is accepted too.
+        """
+        if self.head is None:
+            raise RuntimeError("a features_only model has no classifier to reset")
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"global_pool must be None or 'avg' (BiFormer pools by the mean), got {global_pool!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0 (0: no classifier), got {num_classes!r}")
+        weight = self.head_norm.weight
+        self.num_classes = num_classes
+        head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        _init_weights(head)
+        self.head = head.to(device=weight.device, dtype=weight.dtype)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward instead of storing them (same gradients).
+
+        Training at high resolution then holds the activations of one block at a time instead of all of them,
+        for about one extra forward pass of compute. Only forward passes with gradients are affected.
+        """
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API: the NCHW maps of some stages, and the final features.
+
+        Args:
+            x: (B, in_chans, H, W) images.
+            indices: which stages: None for all four, an int n for the last n, or stage numbers (negative
+                ones count from the end).
+            norm: apply the head's BatchNorm to the last stage's map when it is taken.
+            stop_early: run no stage after the last one taken.
+            output_fmt: ``"NCHW"`` (the only layout BiFormer's stages produce).
+            intermediates_only: return the list of maps only.
+
+        Returns:
+            The maps [(B, C_i, H / 2**(i+2), W / 2**(i+2)) for each taken stage i], in stage order; unless
+            ``intermediates_only``, first the final features (B, C4, H/32, W/32) after the head's BatchNorm
+            (the last map run, when ``stop_early`` ended before stage 4 or the model is ``features_only``).
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW' (BiFormer's stages are NCHW), got {output_fmt!r}")
+        take = _take_indices(len(self.stages), indices)
+        self._check_input(x)
+        last = max(take) if stop_early else len(self.stages) - 1
+        x = self.stem(x)
+        maps = []
+        for i, stage in enumerate(self.stages[: last + 1]):
+            x = stage(x)
+            if i in take:
+                final = norm and i == len(self.stages) - 1 and self.head_norm is not None
+                maps.append(self.head_norm(x) if final else x)
+        if intermediates_only:
+            return maps
+        if self.head_norm is not None and last == len(self.stages) - 1:
+            x = self.head_norm(x)
+        return x, maps
+
+
+def _take_indices(n_stages: int, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
+    """Stage numbers (0-based, sorted) that ``indices`` of :meth:`BiFormer.forward_intermediates` means."""
+    if indices is None:
+        return list(range(n_stages))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 1 <= indices <= n_stages:
+            raise ValueError(f"indices={indices} as a count must be in [1, {n_stages}] (the last n stages)")
+        return list(range(n_stages - indices, n_stages))
+    take = []
+    for index in indices:
+        if isinstance(index, bool) or not isinstance(index, int) or not -n_stages <= index < n_stages:
+            raise ValueError(f"indices must be stage numbers in [-{n_stages}, {n_stages}), got {list(indices)}")
+        take.append(index % n_stages)
+    if not take:
+        raise ValueError("indices is empty: name at least one stage")
+    return sorted(set(take))
 
 
 def _bra_multiple(config: BiFormerConfig) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bralib.models.biformer import CONFIG_KEYS, MODEL_CONFIGS, BiFormer
+from bralib.models.isotropic import ISOTROPIC_CONFIGS, IsotropicNet, create_isotropic
 
 # Variants whose ImageNet-1K weights the authors released (rayleizhu/BiFormer, README's "model" links), with
 # the file name the official code saves them under when it fetches them (torch.hub).
@@ -21,7 +22,7 @@ MODEL_KEYS = ("in_chans", "auto_pad", "backend", "features_only")
 
 def list_models(pattern: str = "*") -> list[str]:
     """Names :func:`create_model` knows, sorted; ``pattern`` filters them shell-style (``"biformer_*"``)."""
-    return sorted(name for name in MODEL_CONFIGS if fnmatch.fnmatch(name, pattern))
+    return sorted(name for name in (*MODEL_CONFIGS, *ISOTROPIC_CONFIGS) if fnmatch.fnmatch(name, pattern))
 
 
 def create_model(
@@ -31,7 +32,7 @@ def create_model(
     drop_path_rate: float = 0.0,
     pretrained: bool | str | Path = False,
     **overrides: Any,
-) -> BiFormer:
+) -> BiFormer | IsotropicNet:
     """The model called ``name``, freshly initialised.
 
     Args:
@@ -49,6 +50,10 @@ def create_model(
         model = create_model("biformer_tiny", features_only=True, auto_pad=True)
         maps = model(torch.randn(1, 3, 230, 310))   # 4 NCHW maps at strides 4, 8, 16, 32
     """
+    if name in ISOTROPIC_CONFIGS:  # the attention-ablation family (chapter 10)
+        if pretrained:
+            raise ValueError(f"pretrained: no official weights exist for {name!r}; load a state dict of your own")
+        return create_isotropic(name, num_classes=num_classes, drop_path_rate=drop_path_rate, **overrides)
     if name not in MODEL_CONFIGS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     unknown = sorted(set(overrides) - set(CONFIG_KEYS) - set(MODEL_KEYS))

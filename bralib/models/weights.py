@@ -4,21 +4,22 @@ The released code names modules by position (``downsample_layers.0.3``, ``mlp.0`
 historical names (``attn.wo``); bralib names say what a module is (``stem.conv2``, ``mlp.fc1``,
 ``attn.proj``). :data:`KEY_TABLE` is the whole correspondence, used in both directions.
 
-Checkpoints are read with ``torch.load(..., weights_only=True)``: tensors only, never arbitrary pickled code.
+Checkpoints are read with ``torch.load(..., weights_only=True)``: tensors only, never arbitrary pickled code;
+:func:`bralib.io.load_torch_file` first checks every zip entry's CRC-32, so a damaged file never loads.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from bralib.errors import CheckpointError, CheckpointNotFoundError
+from bralib.io import load_torch_file
 from bralib.models.biformer import BiFormer
 
 # (official module, bralib module, which blocks the row applies to). {s} is a stage, {b} a block of it.
@@ -47,7 +48,7 @@ KEY_TABLE: tuple[tuple[str, str, str], ...] = (
 HEAD_MODULES = ("norm", "head")  # official modules that a features_only model does not have
 
 
-class OfficialWeightsError(ValueError):
+class OfficialWeightsError(CheckpointError):
     """A checkpoint does not fit the model: missing or unexpected keys, or shapes that differ."""
 
 
@@ -145,20 +146,17 @@ def to_official_state_dict(model: BiFormer) -> dict[str, torch.Tensor]:
 def read_checkpoint(source: str | os.PathLike | Mapping) -> dict[str, torch.Tensor]:
     """The state dict of a checkpoint: a file path or a mapping, whole (weights under "model") or bare."""
     if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
+        if not os.path.isfile(source):
+            raise CheckpointNotFoundError(f"no checkpoint file at {str(source)!r}")
+        # Training checkpoints of the released code also store its command-line arguments, an
+        # argparse.Namespace (a plain bag of attributes): allow that one class, nothing else. The file is
+        # checked whole first (every zip entry's CRC-32, a .sha256 record when there is one).
         try:
-            # Training checkpoints of the released code also store its command-line arguments, an
-            # argparse.Namespace (a plain bag of attributes): allow that one class, nothing else.
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                source = torch.load(path, weights_only=True, map_location="cpu")
-        except pickle.UnpicklingError as err:
-            raise OfficialWeightsError(
-                f"{str(path)!r} holds Python objects other than tensors, which bralib does not unpickle "
-                f"(torch.load(weights_only=True) refused it: {_refusal(err)}). If you trust the file, "
-                "load it yourself with torch.load(path, weights_only=False) and pass checkpoint['model']"
-            ) from err
+            source = load_torch_file(
+                source, what="weights file", allowed_globals=[argparse.Namespace], allow_legacy=True
+            )
+        except CheckpointError as err:
+            raise OfficialWeightsError(str(err)) from err.__cause__
     if not isinstance(source, Mapping):
         raise TypeError(f"a checkpoint must be a path or a mapping of names to tensors, got {type(source).__name__}")
     state = source["model"] if isinstance(source.get("model"), Mapping) else source
@@ -169,12 +167,6 @@ def read_checkpoint(source: str | os.PathLike | Mapping) -> dict[str, torch.Tens
             "for a whole training checkpoint, the weights must sit under its 'model' entry"
         )
     return dict(state)
-
-
-def _refusal(err: Exception) -> str:
-    """The line of torch's long weights-only error that names what it refused."""
-    lines = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
-    return lines[0] if lines else re.sub(r"\x1b\[[0-9;]*m", "", str(err).splitlines()[0])
 
 
 def load_official_weights(model: BiFormer, source: str | os.PathLike | Mapping) -> BiFormer:

@@ -9,12 +9,16 @@ from torch import nn
 from bralib.ops.amp import autocast_off
 from bralib.ops.backends import choose_backend, get_backend
 from bralib.ops.routing import local_index, region_means, route_regions, routing_dtype, top_regions
+from bralib.errors import UsageError
+from bralib.ops.nonfinite import nonfinite_reach, poison
 from bralib.ops.validate import (
     check_divisible,
     check_heads,
     check_positive_int,
+    check_positive_number,
+    check_map,
     check_qkv,
-    check_rank,
+    check_routing_index,
     check_topk,
 )
 
@@ -39,18 +43,20 @@ def bra(
     """Bi-level routing attention on channels-last maps.
 
     Args:
-        q, k: (B, H, W, Cqk) queries and keys; v: (B, H, W, Cv) values. H and W must be multiples
-            of ``n_win``.
+        q, k: (B, H, W, Cqk) queries and keys; v: (B, H, W, Cv) values, floating point. H and W must be
+            multiples of ``n_win``; B may be 0 (an empty output).
         num_heads: heads for token attention (must divide Cqk and Cv). One routing graph, computed
             from all channels, is shared by every head.
         n_win: regions per side S.
         topk: regions each region attends to, 1 <= topk <= S*S.
-        scale: token-attention scale; default ``(Cqk / num_heads) ** -0.5`` (the paper).
-        routing_scale: region-logit scale; default ``Cqk ** -0.5`` (the released code).
+        scale: token-attention scale, a positive number; default ``(Cqk / num_heads) ** -0.5`` (the paper).
+        routing_scale: region-logit scale, a positive number; default ``Cqk ** -0.5`` (the released code).
         backend: ``"auto"`` or a name in ``bralib.ops.backends.BACKENDS``.
         routing: ``"content"`` (BRA: top-k of the region adjacency) or ``"local"`` (each region's
             ``topk`` nearest regions: a content-blind baseline of identical cost).
-        routing_index: a precomputed (B, S*S, topk) index; when given, ``routing`` is not used.
+        routing_index: a precomputed (B, S*S, topk) int64 index on q's device, each row ``topk`` distinct
+            region numbers in [0, S*S); when given, ``routing`` is not used. Its values are checked (on a GPU
+            that costs one synchronisation).
         return_routing: also return the routing index.
 
     Returns:
@@ -58,6 +64,10 @@ def bra(
 
     No gradient flows through the routing: top-k indices are discrete, so the logits' gradient
     would be zero anyway; routing on detached q and k just saves the autograd bookkeeping.
+
+    NaN and infinities follow one rule on every backend (:mod:`bralib.ops.nonfinite`): a token contributes
+    nothing to the queries that do not route to it, and an output is NaN exactly where a non-finite number
+    reaches it (its query, or a routed key or value).
     """
     check_qkv(q, k, v)
     check_positive_int("n_win", n_win)
@@ -66,26 +76,57 @@ def bra(
     check_divisible("H", q.shape[1], n_win)
     check_divisible("W", q.shape[2], n_win)
     check_topk(topk, n_win)
+    for name, value in (("scale", scale), ("routing_scale", routing_scale)):
+        if value is not None:
+            check_positive_number(name, value)
     if routing not in ROUTINGS:
-        raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+        raise UsageError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+    if backend != "auto":
+        get_backend(backend)
+    if routing_index is not None:
+        check_routing_index(routing_index, q, n_win, topk)
+    return routed_attention(
+        q, k, v, num_heads=num_heads, n_win=n_win, topk=topk, scale=scale, routing_scale=routing_scale,
+        backend=backend, routing=routing, routing_index=routing_index, return_routing=return_routing,
+    )  # fmt: skip
+
+
+def routed_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    num_heads: int,
+    n_win: int,
+    topk: int,
+    scale: float | None,
+    routing_scale: float | None,
+    backend: str,
+    routing: str,
+    routing_index: torch.Tensor | None,
+    return_routing: bool,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """:func:`bra` without its argument checks, for callers that built (and so trust) their arguments.
+
+    :class:`BiLevelRoutingAttention` calls it with the routing index it computed itself: checking that
+    index's values would cost a device synchronisation (and a graph break under ``torch.compile``) per layer.
+    """
     if backend == "auto":
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
         backend = choose_backend(q, v, n_win=n_win, topk=topk, needs_grad=needs_grad)
     chosen = get_backend(backend)
     scale = (q.shape[-1] // num_heads) ** -0.5 if scale is None else scale
     if routing_index is not None:
-        expected = (q.shape[0], n_win * n_win, topk)
-        if tuple(routing_index.shape) != expected or routing_index.dtype != torch.long:
-            raise ValueError(
-                f"routing_index must be a long tensor of shape (B, n_win**2, topk) = {expected}, "
-                f"got {routing_index.dtype} {tuple(routing_index.shape)}"
-            )
         index = routing_index
     elif routing == "local":
         index = local_index(n_win, topk, device=q.device).expand(q.shape[0], -1, -1)  # (B, S^2, topk)
     else:
         _, index = route_regions(q.detach(), k.detach(), n_win=n_win, topk=topk, scale=routing_scale)
-    out = chosen.fn(q, k, v, index, num_heads=num_heads, n_win=n_win, scale=scale)
+    if q.shape[0] == 0:  # an empty batch: nothing to attend, but autograd still sees q, k and v
+        out = v + (q.sum() + k.sum()).to(v.dtype) * 0  # (0, H, W, Cv)
+    else:
+        out = chosen.fn(q, k, v, index, num_heads=num_heads, n_win=n_win, scale=scale)
+        out = poison(out, nonfinite_reach(q, k, v, index, num_heads=num_heads, n_win=n_win))
     return (out, index) if return_routing else out
 
 
@@ -140,16 +181,21 @@ class BiLevelRoutingAttention(nn.Module):
         check_heads("qk_dim", qk_dim, num_heads)
         check_positive_int("n_win", n_win)
         check_topk(topk, n_win)
-        if side_dwconv < 0 or (side_dwconv > 0 and side_dwconv % 2 == 0):
-            raise ValueError(f"side_dwconv must be 0 (no LCE) or an odd kernel size, got {side_dwconv}")
+        if (
+            isinstance(side_dwconv, bool)
+            or not isinstance(side_dwconv, int)
+            or side_dwconv < 0
+            or (side_dwconv > 0 and side_dwconv % 2 == 0)
+        ):
+            raise UsageError(f"side_dwconv must be 0 (no LCE) or an odd kernel size, got {side_dwconv}")
         if scale_mode not in SCALE_MODES:
-            raise ValueError(f"scale_mode must be one of {SCALE_MODES}, got {scale_mode!r}")
+            raise UsageError(f"scale_mode must be one of {SCALE_MODES}, got {scale_mode!r}")
         if backend != "auto":
             get_backend(backend)
         if routing not in ROUTINGS:
-            raise ValueError(f"routing must be one of {ROUTINGS}, got {routing!r}")
+            raise UsageError(f"routing must be one of {ROUTINGS}, got {routing!r}")
         if route_from not in ROUTE_FROM:
-            raise ValueError(f"route_from must be one of {ROUTE_FROM}, got {route_from!r}")
+            raise UsageError(f"route_from must be one of {ROUTE_FROM}, got {route_from!r}")
         self.routing, self.route_from = routing, route_from
         self.dim, self.qk_dim, self.num_heads = dim, qk_dim, num_heads
         self.n_win, self.topk, self.auto_pad, self.scale_mode, self.backend = n_win, topk, auto_pad, scale_mode, backend
@@ -186,9 +232,9 @@ class BiLevelRoutingAttention(nn.Module):
         self, x: torch.Tensor, return_routing: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: (B, H, W, dim) -> (B, H, W, dim) (and the routing index (B, S*S, topk) if asked)."""
-        check_rank("x", x, 4, "(B, H, W, C)")
+        check_map("x", x)
         if x.shape[-1] != self.dim:
-            raise ValueError(f"x has {x.shape[-1]} channels (last dim), but this layer was built for dim={self.dim}")
+            raise UsageError(f"x has {x.shape[-1]} channels (last dim), but this layer was built for dim={self.dim}")
         height, width = x.shape[1:3]
         pad_h, pad_w = (-height) % self.n_win, (-width) % self.n_win
         if (pad_h or pad_w) and not self.auto_pad:
@@ -199,9 +245,9 @@ class BiLevelRoutingAttention(nn.Module):
         q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
         # route_from="qk" leaves routing to bra(): region means of q and k, scaled by qk_dim ** -0.5.
         index = self.route(x) if self.routing == "content" and self.route_from == "x" else None
-        out, index = bra(
+        out, index = routed_attention(
             q, k, v, num_heads=self.num_heads, n_win=self.n_win, topk=self.topk, scale=self.scale,
-            backend=self.backend, routing=self.routing, routing_index=index, return_routing=True,
+            routing_scale=None, backend=self.backend, routing=self.routing, routing_index=index, return_routing=True,
         )  # fmt: skip
         if self.lce is not None:
             out = out + self.lce(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

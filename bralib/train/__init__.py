@@ -3,8 +3,9 @@
 Small files, one idea each: ``config`` (the dataclass, TOML and flags), ``optim`` (AdamW groups,
 warm-up + cosine), ``mixup`` (label smoothing, mixup, cutmix, soft-target loss), ``ema``,
 ``checkpoint`` (atomic, exact resume), ``distributed`` (torchrun), ``evaluation`` (top-1/top-5 of a
-loader or a checkpoint), ``model`` (build, ``--init``, reload), ``loop`` (the run itself), ``cli``
-(``bralib train``) and ``eval_cli`` (``bralib eval``). Heavy modules load on first use, so
+loader or a checkpoint), ``model`` (build, ``--init``, reload), ``runlock`` (one run per output
+directory), ``loop`` (the run itself), ``cli`` (``bralib train``) and ``eval_cli`` (``bralib eval``).
+Heavy modules load on first use, so
 ``import bralib.train`` stays light. (No module is named like a function it exports: a submodule
 imported by another would otherwise shadow the function of the same name on this package.)
 """

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bralib.errors import UsageError
 
 # Fields that may change when a run is resumed: where and how it runs, not what it computes.
 RUN_FIELDS = frozenset(
@@ -92,52 +95,107 @@ class TrainConfig:
     resume: bool = _field(False, "continue from OUT/checkpoint.pt (exactly: same weights as an uninterrupted run)")
     checkpoint_every: int = _field(200, "write OUT/checkpoint.pt every N optimizer steps (and after every epoch)")
     eval_every: int = _field(1, "evaluate every N epochs (and after the last)")
-    progress: bool = _field(True, "tqdm progress bars (shown only on a terminal, and only by rank 0)")
+    progress: bool = _field(
+        True, "progress (rank 0 only): a tqdm bar on a terminal, else a plain line every tenth of an epoch"
+    )
     deterministic: bool = _field(False, "torch.use_deterministic_algorithms(True) (bit-exact reruns on one device)")
     threads: int | None = _field(None, "torch.set_num_threads per process (default: torch's choice)")
 
     def __post_init__(self) -> None:
-        errors = []
-        if self.routing not in ("content", "local"):
-            errors.append(f"routing must be 'content' or 'local', got {self.routing!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            errors.append(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        for name in ("epochs", "batch_size", "accum_steps", "eval_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                errors.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("num_workers", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                errors.append(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            errors.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            errors.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.mixup < 0 or self.cutmix < 0:
-            errors.append(f"mixup and cutmix must be >= 0, got {self.mixup}, {self.cutmix}")
+        errors = [problem for f in dataclasses.fields(self) if (problem := _type_problem(f, getattr(self, f.name)))]
+        if errors:  # ranges are only checked on values of the right type
+            raise UsageError("invalid training config: " + "; ".join(errors))
+        errors = [f"{name} {rule}, got {getattr(self, name)!r}" for name, rule, ok in self._rules() if not ok]
         if errors:
-            raise ValueError("invalid training config: " + "; ".join(errors))
+            raise UsageError("invalid training config: " + "; ".join(errors))
         self.betas = [float(b) for b in self.betas]
+
+    def _rules(self) -> list[tuple[str, str, bool]]:
+        """(field, what is allowed, whether the value obeys it). ``None`` always means "not set" and ``0`` never
+        means "default": a count or size that is given must be usable as it is."""
+        unit = lambda v: 0.0 <= v <= 1.0  # noqa: E731
+        optional_positive = lambda v: v is None or v >= 1  # noqa: E731
+        rules = [
+            ("routing", "must be 'content' or 'local'", self.routing in ("content", "local")),
+            ("device", "must be 'auto', 'cpu' or 'cuda'", self.device in ("auto", "cpu", "cuda")),
+            ("model", "must be a model name (bralib.list_models()) or 'package.module:factory'", bool(self.model)),
+            ("data", "must be 'digits-pairs' or a directory", bool(self.data)),
+            ("out", "must be a directory path", bool(self.out)),
+            ("lr", "must be > 0", self.lr > 0),
+            ("drop_path", "must be in [0, 1)", 0.0 <= self.drop_path < 1.0),
+            ("ema_decay", "must be in [0, 1) (0 turns EMA off)", 0.0 <= self.ema_decay < 1.0),
+            ("label_smoothing", "must be in [0, 1)", 0.0 <= self.label_smoothing < 1.0),
+            ("mixup", "must be >= 0 (0 turns it off)", self.mixup >= 0),
+            ("cutmix", "must be >= 0 (0 turns it off)", self.cutmix >= 0),
+            ("mixup_prob", "is a probability: must be in [0, 1]", unit(self.mixup_prob)),
+            ("mixup_switch_prob", "is a probability: must be in [0, 1]", unit(self.mixup_switch_prob)),
+            ("random_erasing", "is a probability: must be in [0, 1]", unit(self.random_erasing)),
+            ("randaugment_magnitude", "must be in [0, 10]", 0.0 <= self.randaugment_magnitude <= 10.0),
+            ("betas", "must be two numbers in [0, 1)", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)),
+            ("clip_grad", "must be > 0 (leave it out for no clipping)", self.clip_grad is None or self.clip_grad > 0),
+            ("image_size", "must be >= 1 (leave it out for the default)", optional_positive(self.image_size)),
+            ("train_size", "must be >= 1 (leave it out for the default)", optional_positive(self.train_size)),
+            ("val_size", "must be >= 1 (leave it out for the default)", optional_positive(self.val_size)),
+            ("threads", "must be >= 1 (leave it out for torch's choice)", optional_positive(self.threads)),
+        ]
+        rules += [(name, "must be a positive integer (>= 1)", getattr(self, name) >= 1)
+                  for name in ("epochs", "batch_size", "accum_steps", "eval_every")]  # fmt: skip
+        rules += [(name, "must be >= 0", getattr(self, name) >= 0)
+                  for name in ("num_workers", "checkpoint_every", "distractors", "strokes", "randaugment_ops", "seed",
+                               "min_lr", "warmup_lr", "warmup_epochs", "weight_decay")]  # fmt: skip
+        finite = ("lr", "min_lr", "warmup_lr", "warmup_epochs", "weight_decay", "mixup", "cutmix")
+        rules += [(name, "must be finite", math.isfinite(getattr(self, name))) for name in finite]
+        return rules
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+    def from_dict(cls, values: dict[str, Any], source: str | None = None) -> TrainConfig:
+        """A config from a dict of fields; unknown fields, wrong types and values out of range are refused.
+
+        ``source`` (a file, "config stored in ...") starts every error message.
+        """
+        prefix = f"{source}: " if source else ""
+        if not isinstance(values, dict):
+            raise UsageError(f"{prefix}expected a table of config fields, got {type(values).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(f"{source}: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**values)
+            raise UsageError(f"{prefix}unknown field(s) {unknown}; allowed fields: {', '.join(known)}")
+        try:
+            return cls(**values)
+        except UsageError as err:
+            raise UsageError(f"{prefix}{err}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:
-        """Read a ``.toml`` (or ``.json``) file of fields; fields left out keep their defaults."""
+        """Read a ``.toml`` (or ``.json``) file of fields; fields left out keep their defaults.
+
+        A file is data: its ``model`` must be one of bralib's models, never a ``'package.module:factory'``
+        to import (give that on the command line, ``--model``, or to :class:`TrainConfig` in Python).
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-        text = path.read_text()
-        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        return cls.from_dict(values, source=str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise UsageError(f"config file {str(path)!r} is not UTF-8 text ({err})") from None
+        try:
+            values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except json.JSONDecodeError as err:
+            raise UsageError(
+                f"config file {str(path)!r}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+            ) from None
+        except tomllib.TOMLDecodeError as err:
+            raise UsageError(f"config file {str(path)!r}: invalid TOML: {err}") from None
+        if isinstance(values, dict) and isinstance(values.get("model"), str) and ":" in values["model"]:
+            raise UsageError(
+                f"config file {str(path)!r} names the model factory {values['model']!r}: bralib does not import code "
+                "named in a file. Give it on the command line (--model MODULE:FACTORY) or to TrainConfig in Python"
+            )
+        return cls.from_dict(values, source=f"config file {str(path)!r}")
 
     def to_toml(self) -> str:
         """The config as TOML (fields that are None are left out), readable by :meth:`from_file`."""
@@ -146,6 +204,46 @@ class TrainConfig:
             if value is not None:
                 lines.append(f"{name} = {_toml_value(value)}")
         return "\n".join(lines) + "\n"
+
+
+def _type_problem(f: dataclasses.Field, value: Any) -> str | None:
+    """Why ``value`` does not have the type field ``f`` declares (None when it does). Strict: a string is not a
+    bool ("false" would be true), a bool is not an int (True would be 1 epoch)."""
+    kind = f.type.split(" |")[0]
+    if value is None:
+        return None if "None" in f.type else f"{f.name} must not be empty, expected {_KIND_WORDS[kind]}"
+    if kind == "list[float]":
+        ok = isinstance(value, (list, tuple)) and all(_is_number(v) for v in value)
+    elif kind == "list[str]":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    elif kind == "dict[str, Any]":
+        ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    elif kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = _is_number(value)
+    else:
+        ok = isinstance(value, str)
+    if ok:
+        return None
+    return f"{f.name} must be {_KIND_WORDS[kind]}, got {type(value).__name__} {value!r}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_KIND_WORDS = {
+    "bool": "true or false (a boolean, not a string)",
+    "int": "an integer (not a boolean)",
+    "float": "a number",
+    "str": "a string",
+    "list[float]": "a list of numbers",
+    "list[str]": "a list of strings",
+    "dict[str, Any]": "a table of KEY = VALUE",
+}
 
 
 def _toml_value(value: Any) -> str:

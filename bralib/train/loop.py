@@ -17,14 +17,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bralib.data import build_datasets, build_loader
+from bralib.errors import UsageError
+from bralib.io import write_text_atomic
 from bralib.train import distributed
 from bralib.train.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
 from bralib.train.config import TrainConfig, config_differences
 from bralib.train.ema import ModelEma
-from bralib.train.evaluation import evaluate
+from bralib.train.evaluation import amp_dtype_for, evaluate
 from bralib.train.mixup import Mixup, soft_target_cross_entropy
 from bralib.train.model import build_model, load_weights
 from bralib.train.optim import WarmupCosine, build_optimizer
+from bralib.train.runlock import RunLock, RunLockedError
 from bralib.train.runlog import RunLog
 
 CHECKPOINT = "checkpoint.pt"
@@ -34,13 +37,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def amp_dtype_for(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """float16 on CUDA (with a GradScaler: its gradients underflow otherwise), bfloat16 on CPU, None without AMP."""
-    if not config.amp:
-        return None
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
 class Trainer:
@@ -110,7 +106,7 @@ class Trainer:
             self.run_dir / "log.jsonl", enabled=info.is_main, resume_step=self.step if config.resume else None
         )
         if info.is_main:
-            (self.run_dir / "config.toml").write_text(config.to_toml())
+            write_text_atomic(self.run_dir / "config.toml", config.to_toml())
 
     # --- checkpoints ------------------------------------------------------------------------------
 
@@ -126,10 +122,10 @@ class Trainer:
             if self.info.is_main:
                 print(f"--resume: no checkpoint at {str(path)!r}, starting from step 0", file=sys.stderr)
             return
-        payload = load_checkpoint(path)
+        payload = load_checkpoint(path, purpose="resume", what="--resume checkpoint")
         differences = config_differences(payload["config"], self.config.to_dict())
         if differences:
-            raise ValueError(
+            raise UsageError(
                 f"cannot resume from {str(path)!r}: it was written by a run with another config:\n  "
                 + "\n  ".join(differences)
             )
@@ -147,6 +143,15 @@ class Trainer:
             print(
                 f"resuming {len(states)}-process run on {self.info.world_size}: RNG streams re-seeded", file=sys.stderr
             )
+
+    def _save_before_failing(self) -> None:
+        """Write the checkpoint while an error propagates (one process only: others may not reach a collective)."""
+        if self.info.distributed:
+            return
+        try:
+            self.save()
+        except Exception as err:  # the error being raised matters more; say why nothing was kept
+            print(f"could not save a checkpoint before stopping: {err}", file=sys.stderr)
 
     def save(self) -> None:
         """All ranks call this (their RNG states are gathered); rank 0 writes."""
@@ -223,9 +228,11 @@ class Trainer:
     def train_epoch(self, epoch: int) -> None:
         config, info = self.config, self.info
         self.model.train()
-        show = config.progress and info.is_main and sys.stderr.isatty()
+        on_terminal = sys.stderr.isatty()
+        show = config.progress and info.is_main and on_terminal
         bar = tqdm(total=self.steps_per_epoch, initial=self.step - epoch * self.steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False)  # fmt: skip
+        lines = ProgressLines(self, epoch) if config.progress and info.is_main and not on_terminal else None
         images_per_step = config.batch_size * config.accum_steps * info.world_size
         tick = time.perf_counter()
         for batches in self.micro_batches(epoch):
@@ -237,6 +244,8 @@ class Trainer:
                            images_per_s=images_per_step / seconds, seconds=seconds)  # fmt: skip
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+            if lines is not None:
+                lines.step(loss, lr, images_per_step / seconds)
             end_of_epoch = self.step % self.steps_per_epoch == 0
             if config.checkpoint_every and self.step % config.checkpoint_every == 0 and not end_of_epoch:
                 self.save()
@@ -261,30 +270,74 @@ class Trainer:
         for epoch in range(self.step // self.steps_per_epoch, config.epochs):
             self.train_epoch(epoch)
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-                metrics = self.evaluate(epoch)
+                try:
+                    metrics = self.evaluate(epoch)
+                except BaseException:  # a bad validation image, Ctrl-C: keep the epoch's training first
+                    self._save_before_failing()
+                    raise
                 if self.info.is_main:
                     summary = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k.endswith(("top1", "loss")))
-                    print(f"epoch {epoch + 1}/{config.epochs} step {self.step}: {summary}", file=sys.stderr)
+                    elapsed = _duration(time.perf_counter() - start)
+                    print(f"epoch {epoch + 1}/{config.epochs} step {self.step}: {summary} ({elapsed} elapsed)",
+                          file=sys.stderr, flush=True)  # fmt: skip
             self.save()
         result = {**self.metrics, "steps": self.step, "seconds": time.perf_counter() - start,
                   "run_dir": str(self.run_dir), "world_size": self.info.world_size}  # fmt: skip
         if self.info.is_main:
-            (self.run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+            write_text_atomic(self.run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
         return result
+
+
+class ProgressLines:
+    """Where stderr is not a terminal (a log file, CI), one plain line every ~10% of an epoch or 60 s."""
+
+    def __init__(self, trainer: Trainer, epoch: int) -> None:
+        self.trainer, self.epoch = trainer, epoch
+        self.every = max(1, trainer.steps_per_epoch // 10)
+        self.start = self.last = time.perf_counter()
+
+    def step(self, loss: float, lr: float, images_per_s: float) -> None:
+        trainer, now = self.trainer, time.perf_counter()
+        done = trainer.step - self.epoch * trainer.steps_per_epoch
+        if done % self.every and done != trainer.steps_per_epoch and now - self.last < 60:
+            return
+        self.last = now
+        print(
+            f"epoch {self.epoch + 1}/{trainer.config.epochs} step {done}/{trainer.steps_per_epoch}: loss {loss:.4f}, "
+            f"lr {lr:.2e}, {images_per_s:.1f} images/s, {_duration(now - self.start)} elapsed",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train ``config.model`` on ``config.data``; returns the final metrics (also in OUT/metrics.json).
 
     Rank 0 writes OUT/checkpoint.pt (every ``checkpoint_every`` steps and after every epoch),
-    OUT/log.jsonl (every step and evaluation), OUT/config.toml and OUT/metrics.json.
+    OUT/log.jsonl (every step and evaluation), OUT/config.toml and OUT/metrics.json. It holds OUT/.lock
+    while the run lasts: a second run on the same OUT is refused, naming the first one's process.
     """
     if config.threads:
         torch.set_num_threads(config.threads)
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
     info = distributed.setup(config.device)
+    lock = RunLock(config.out)
     try:
+        refusal = None
+        if info.is_main:
+            try:
+                lock.acquire()
+            except RunLockedError as err:
+                refusal = str(err)
+        refusals = [r for r in distributed.all_gather_objects(refusal) if r]
+        if refusals:  # every process stops, not only rank 0 (the others would wait for it forever)
+            raise RunLockedError(refusals[0])
         return Trainer(config, info).run()
     finally:
+        lock.release()
         distributed.cleanup()

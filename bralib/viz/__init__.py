@@ -25,6 +25,11 @@ _EXPORTS: dict[str, str] = {
     "routing_view": "bralib.viz.widgets",
     "routing_features": "bralib.viz.widgets",
     "draw_routing_view": "bralib.viz.widgets",
+    "draw_bra_levels": "bralib.viz.diagrams",
+    "draw_gather_layout": "bralib.viz.diagrams",
+    "draw_biformer_block": "bralib.viz.diagrams",
+    "draw_biformer_pyramid": "bralib.viz.diagrams",
+    "draw_roofline": "bralib.viz.diagrams",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import torch
 
 
@@ -14,12 +13,30 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     return torch.softmax(scores, dim=-1) @ v
 
 
-def attention_flops(n_queries: int, n_keys: int, dim: int) -> int:
-    """Q K^T and weights @ V: n_queries * n_keys * dim multiply-adds each, 2 FLOPs per multiply-add."""
-    return 2 * 2 * n_queries * n_keys * dim
+def attention_memory_limit(budget_bytes: int, heads: int, itemsize: int = 4) -> int:
+    """Largest side with heads * side**4 * itemsize <= budget, in whole numbers (no float rounding).
+
+    With 80 GB, 2 heads and 2-byte weights: side**4 <= 2e10, side = 376, so a 1504 x 1504 image: the weights
+    of one layer for one image fill the whole GPU, and that is before activations, gradients and a batch.
+    """
+    side = math.isqrt(math.isqrt(budget_bytes // (heads * itemsize)))  # a first guess, then correct it
+    while heads * (side + 1) ** 4 * itemsize <= budget_bytes:
+        side += 1
+    while side > 0 and heads * side**4 * itemsize > budget_bytes:
+        side -= 1
+    return side
 
 
-def loglog_slope(sizes: list[float], values: list[float]) -> float:
-    """Least-squares slope of log(values) against log(sizes)."""
-    slope, _intercept = np.polyfit(np.log(sizes), np.log(values), 1)
-    return float(slope)
+def attention_entropy(q: torch.Tensor, k: torch.Tensor, scale: float) -> float:
+    """Mean of -sum(p log p) over the rows of softmax(q k^T * scale); log_softmax keeps it finite.
+
+    What the experiment shows: with scale = 1 the scores have standard deviation sqrt(d), so for d = 1024 the
+    largest score of a row exceeds the others by dozens, the softmax is almost one-hot and the entropy falls
+    towards 0 (for d = 4 it stays near log M). A one-hot softmax has a vanishing gradient: changing any score a
+    little changes no weight. With scale = d**-0.5 the scores keep unit spread whatever d, and the entropy
+    stays about the same for every width. The largest possible entropy is log M (uniform weights: every key
+    equally likely).
+    """
+    log_p = torch.log_softmax(q @ k.transpose(-1, -2) * scale, dim=-1)  # (..., N, M)
+    entropy = -(log_p.exp() * log_p).sum(-1)  # (..., N); exp(-inf) * -inf never happens: log_softmax is finite
+    return float(entropy.mean())

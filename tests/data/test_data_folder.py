@@ -63,11 +63,17 @@ def test_unreadable_image_is_named(folder):
 
 
 def test_unreadable_image_is_named_through_worker_processes(folder):
-    (folder / "val" / "cat" / "zz_truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (folder / "train" / "cat" / "zz_truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     spec = build_datasets(str(folder), image_size=8)
-    loader = build_loader(spec.val, batch_size=8, train=False, num_workers=1)
+    loader = build_loader(spec.train, batch_size=2, train=False, num_workers=1)
     with pytest.raises(Exception, match=r"zz_truncated\.png"):
         list(loader)
+
+
+def test_a_damaged_validation_image_is_found_when_the_datasets_are_built(folder):
+    (folder / "val" / "cat" / "zz_truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(UnreadableImageError, match=r"cannot read image .*zz_truncated\.png"):
+        build_datasets(str(folder), image_size=8)
 
 
 def test_data_that_is_neither_builtin_nor_directory(tmp_path):

@@ -6,11 +6,12 @@ import pytest
 
 import bralib
 from bralib.models import MODEL_CONFIGS, count_parameters
+from bralib.models.isotropic import ISOTROPIC_CONFIGS
 
 
 def test_list_models_names_every_variant_and_filters():
     names = bralib.list_models()
-    assert names == sorted(MODEL_CONFIGS)
+    assert names == sorted([*MODEL_CONFIGS, *ISOTROPIC_CONFIGS])
     assert {"biformer_tiny", "biformer_small", "biformer_base", "biformer_nano", "biformer_micro"} <= set(names)
     assert bralib.list_models("table6_*") == [
         "table6_conv_pos",
@@ -18,7 +19,8 @@ def test_list_models_names_every_variant_and_filters():
         "table6_overlapped_embed",
         "table6_swin_layout",
     ]
-    assert all(MODEL_CONFIGS[name].note for name in names)  # every row of the table says what it is for
+    notes = {**MODEL_CONFIGS, **ISOTROPIC_CONFIGS}
+    assert all(notes[name].note for name in names)  # every row of the table says what it is for
 
 
 def test_unknown_names_list_the_known_ones():

@@ -52,7 +52,7 @@ def test_auto_never_picks_a_backend_that_cannot_run_the_request(fastest):
         picked_fastest += choice.backend == fastest
     if fastest == "flex":  # only on requests it can run: forward on CPU or anything on CUDA, when compiling
         assert 0 < picked_fastest < 2 * 2 * 2 * 2 * len(SHAPES) * len(DTYPES) // 4
-    elif fastest != "reference":
+    elif fastest != "reference" and BACKENDS[fastest].problem("cuda", torch.float32, needs_grad=False) is None:
         assert picked_fastest > 0, "the measurements were ignored"
 
 

@@ -32,7 +32,8 @@ SHAPES = [
     (2, 14, 14, 16, 16, 2, 7, 1),  # BiFormer's stage-1 routing (k = 1)
 ]
 TOLERANCES = {torch.float64: 1e-10, torch.float32: 2e-5}
-TRAINABLE = [name for name in BACKENDS if name not in ("reference", "flex")]
+# triton has its own module (test_backends_triton.py: interpreter rows on CPU, compiled rows on CUDA).
+TRAINABLE = [name for name in BACKENDS if name not in ("reference", "flex", "triton")]
 
 
 def random_problem(shape, dtype, device, seed=0):
@@ -122,6 +123,21 @@ def test_lean_gradients_land_in_contiguous_buffers_for_strided_inputs():
     expected = outputs_and_grads(BACKENDS["reference"].fn, [permuted] * 3, index, grad_out, kwargs)
     got = outputs_and_grads(BACKENDS["lean"].fn, [permuted] * 3, index, grad_out, kwargs)
     assert_close(got, expected, 1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("backend", [*TRAINABLE, "triton"])
+def test_half_precision_backends_on_cuda(backend, dtype):
+    """fp16/bf16 on CUDA (dense's boolean mask, lean's recompute path, triton compiled) vs float32 reference."""
+    if BACKENDS[backend].problem("cuda", dtype, needs_grad=True) is not None:
+        pytest.skip(BACKENDS[backend].problem("cuda", dtype, needs_grad=True))
+    qkv, index, grad_out, kwargs = random_problem((2, 28, 28, 64, 64, 2, 7, 4), torch.float32, "cuda", seed=8)
+    expected = outputs_and_grads(BACKENDS["reference"].fn, qkv, index, grad_out, kwargs)
+    half = [t.detach().to(dtype).requires_grad_() for t in qkv]
+    got = outputs_and_grads(BACKENDS[backend].fn, half, index, grad_out.to(dtype), kwargs)
+    assert all(g.dtype == dtype for g in got)
+    assert_close([g.float() for g in got], expected, 3e-2 if dtype == torch.bfloat16 else 5e-3)
 
 
 @pytest.mark.parametrize("device", DEVICES)

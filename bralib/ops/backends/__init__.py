@@ -12,6 +12,8 @@ sdpa       whole-region gathers + PyTorch's fused scaled_dot_product_attention
 dense      fused SDPA over all tokens with the routed-region mask (wins for tiny regions)
 lean       gather + fused attention whose saved activations are O(HW*C), index-add backward
 flex       FlexAttention with one block per routed region (compiled; forward only on CPU)
+triton     fused Triton kernels that read the routed regions by index, nothing gathered (CUDA;
+           on CPU only in Triton's interpreter, for tests); needs the optional ``triton`` package
 ========== ===================================================================================
 """
 
@@ -29,6 +31,9 @@ from bralib.ops.backends.gather import gather_attention
 from bralib.ops.backends.lean import lean_attention
 from bralib.ops.backends.reference import reference_attention
 from bralib.ops.backends.sdpa import sdpa_attention
+from bralib.ops.backends.triton import DEVICES as TRITON_DEVICES
+from bralib.ops.backends.triton import DTYPES as TRITON_DTYPES
+from bralib.ops.backends.triton import triton_attention, triton_problem
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -46,6 +51,9 @@ class Backend:
         dtypes: dtypes it computes in, per device type (``"*"``: every other device).
         forward_only_on: device types where it has no backward.
         needs_compile: it runs through ``torch.compile`` (its first call per shape compiles for seconds).
+        available: why it cannot run on a device type in this process (a missing optional package, an
+            environment switch), or None; asked before anything else.
+        auto_devices: device types ``"auto"`` may pick it on; None for every device it runs on.
     """
 
     name: str
@@ -55,6 +63,8 @@ class Backend:
     dtypes: tuple[tuple[str, tuple[torch.dtype, ...]], ...] = (("*", FLOAT_DTYPES),)
     forward_only_on: tuple[str, ...] = ()
     needs_compile: bool = False
+    available: Callable[[str], str | None] | None = None
+    auto_devices: tuple[str, ...] | None = None
 
     def dtypes_on(self, device_type: str) -> tuple[torch.dtype, ...]:
         table = dict(self.dtypes)
@@ -64,6 +74,8 @@ class Backend:
         """Why this backend cannot run the request, or None when it can."""
         if self.devices is not None and device_type not in self.devices:
             return f"runs on {', '.join(self.devices)} only, not {device_type}"
+        if self.available is not None and (why := self.available(device_type)) is not None:
+            return why
         if dtype not in self.dtypes_on(device_type):
             allowed = ", ".join(_dtype_name(d) for d in self.dtypes_on(device_type))
             return f"supports {allowed} on {device_type}, not {_dtype_name(dtype)}"
@@ -89,6 +101,15 @@ BACKENDS: dict[str, Backend] = {
         dtypes=tuple(FLEX_DTYPES.items()),
         forward_only_on=("cpu",),
         needs_compile=True,
+    ),
+    "triton": Backend(
+        "triton",
+        triton_attention,
+        "fused Triton kernels, routed regions read by index (CUDA; CPU only in Triton's interpreter)",
+        devices=TRITON_DEVICES,
+        dtypes=(("*", TRITON_DTYPES),),
+        available=triton_problem,
+        auto_devices=("cuda",),  # and there only where a measured run says it is faster
     ),  # fmt: skip
 }
 

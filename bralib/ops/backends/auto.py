@@ -121,6 +121,10 @@ def explain_request(
     )
     choice = BackendChoice(backend=FALLBACK, request=request)
     for name, backend in BACKENDS.items():
+        if backend.auto_devices is not None and device not in backend.auto_devices:
+            # Asked first: on other devices its run-time checks (optional imports) are not even made.
+            choice.excluded[name] = f"auto picks it only on {', '.join(backend.auto_devices)}"
+            continue
         problem = backend.problem(device, dtype, needs_grad)
         if problem is None and backend.needs_compile and not compiling:
             problem = "compiles on first use (seconds per shape); auto uses it only inside torch.compile"

@@ -94,11 +94,12 @@ class LeanRegionAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         num_heads, n_win, scale, strategy = ctx.config
-        q, k, v, index = ctx.saved_tensors[:4]
+        saved = ctx.saved_tensors  # read once: torch.utils.checkpoint allows one unpack per saved tensor
+        q, k, v, index = saved[:4]
         grad_out = grad_out.contiguous()
         with autocast_off(q.device):
             if strategy == "flash":
-                out, lse = ctx.saved_tensors[4:]
+                out, lse = saved[4:]
                 grads = _flash_backward(grad_out, q, k, v, index, out, lse, num_heads, n_win, scale)
             else:
                 grads = (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v))

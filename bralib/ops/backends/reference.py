@@ -3,6 +3,10 @@
 Slow (it materialises the (H*W) x (H*W) attention matrix) and obviously right: the routing index is
 turned into a token mask and plain softmax attention does the rest. Every other backend is tested
 against it.
+
+Masked-out keys must contribute exactly nothing, even a NaN or an infinity: a zero weight times NaN is NaN.
+So non-finite inputs are zeroed before the dense product, and the outputs they reach through the routing
+are set to NaN afterwards: the rule of :mod:`bralib.ops.nonfinite`, written as its definition.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from bralib.ops.masks import masked_attention, routed_mask
+from bralib.ops.nonfinite import finite_or_zero, nonfinite_reach, poison
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -23,7 +28,9 @@ def reference_attention(
 ) -> torch.Tensor:
     """q, k: (B, H, W, Cqk); v: (B, H, W, Cv); index: (B, S*S, topk) -> (B, H, W, Cv)."""
     batch, height, width, _ = q.shape
+    tokens, c_v = height * width, v.shape[-1]
+    reach = nonfinite_reach(q, k, v, index, num_heads=num_heads, n_win=n_win)  # (B, H, W, Cv)
     mask = routed_mask(index, height, width, n_win)[:, None]  # (B, 1, N, N), shared by heads
-    q_h, k_h, v_h = (split_heads(t.reshape(batch, height * width, -1), num_heads) for t in (q, k, v))
+    q_h, k_h, v_h = (split_heads(finite_or_zero(t).reshape(batch, tokens, t.shape[-1]), num_heads) for t in (q, k, v))
     out = masked_attention(q_h, k_h, v_h, mask, scale)  # (B, heads, N, Cv/heads)
-    return out.transpose(1, 2).reshape(batch, height, width, v.shape[-1])
+    return poison(out.transpose(1, 2).reshape(batch, height, width, c_v), reach)
