@@ -40,6 +40,7 @@ if [ "${DRY_RUN:-0}" = "1" ]; then
     MAIN_BACKENDS=(gather lean)
     SWIN_BACKENDS=(gather lean)
     COMPILED_BACKENDS=(gather)
+    COMPILE_LIMIT=30  # compiling BiFormer-S on a CPU takes minutes: the dry run only shows the time limit at work
 else
     DEVICE=cuda
     BENCH_ARGS=(--device cuda --dtype bfloat16 --shapes biformer-s --batch 64 --repeats 30 --warmup 5)
@@ -47,6 +48,7 @@ else
     MAIN_BACKENDS=(gather sdpa lean dense triton)
     SWIN_BACKENDS=(gather sdpa lean triton auto)
     COMPILED_BACKENDS=(gather triton)
+    COMPILE_LIMIT=150
     if ! "$PY" -c "import timm" 2>/dev/null; then
         echo "timm is not importable: Swin-T is left out (pip install timm for the ratios)"
         SWIN_ARGS+=(--no-swin)
@@ -74,7 +76,7 @@ step flex 45 "$PY" -m bralib.cli bench "${BENCH_ARGS[@]}" --backward --backends 
     --no-progress --json "$DEST/${DEVICE}_bench_biformer_s_flex.json"
 step swin 90 "$PY" benchmarks/gpu_vs_swin.py "${SWIN_ARGS[@]}" --backends "${SWIN_BACKENDS[@]}" --compile off \
     --json "$DEST/gpu_vs_swin_eager.json"
-step compiled 150 "$PY" benchmarks/gpu_vs_swin.py "${SWIN_ARGS[@]}" --backends "${COMPILED_BACKENDS[@]}" \
+step compiled "$COMPILE_LIMIT" "$PY" benchmarks/gpu_vs_swin.py "${SWIN_ARGS[@]}" --backends "${COMPILED_BACKENDS[@]}" \
     --compile on --json "$DEST/gpu_vs_swin_compiled.json"
 
 "$PY" - "$DEST" "$DEVICE" <<'EOF'

@@ -62,7 +62,10 @@ def at_least(least: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bralib import __version__
+
     parser = argparse.ArgumentParser(prog="bralib", description="Bi-Level Routing Attention and BiFormer.")
+    parser.add_argument("--version", action="version", version=f"bralib {__version__}")
     parser.add_argument(
         "--traceback", action="store_true",
         help="on an error, show the whole Python traceback (also: environment variable BRALIB_TRACEBACK=1)",

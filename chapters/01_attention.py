@@ -211,7 +211,7 @@ assert abs(flops_slope - 2) < 1e-9
 #
 # Your times will differ from ours (they depend on the machine and on what else it is doing), so this
 # cell's output is not compared by the book's checks; the assertions after it only test what any machine
-# shows.
+# shows. The plot is {numref}`fig-attention-cost`.
 
 
 # %% tags=["nbval-ignore-output"]

@@ -209,7 +209,7 @@ assert sorted(index[0, 9].tolist()) == [1, 5, 9, 13]  # the query region drawn b
 # region 9 (second row and column of the 8×8 regions), pale grey wall, and its region routes to itself, to
 # the region above it and to two regions of bright wall further right, not to the orange suit. The six
 # patterns spend between 4 and 31 keys per query, the routed one 16 like the window; only the routed one
-# spends them where the picture looks alike.
+# spends them where the picture looks alike ({numref}`fig-pattern-keys`).
 
 # %% mystnb={"figure": {"caption": "The keys that one query token, at row 2, column 2 of a 16x16 token grid, may attend to under each pattern (coloured over the picture). Only the routed pattern depends on the picture.", "name": "fig-pattern-keys"}}
 query = (2, 2)  # row, column of the query token in the 16x16 grid
@@ -223,7 +223,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# And the whole $N \times N$ masks: row $i$ is query $i$, column $j$ is key $j$, white = may attend.
+# And the whole $N \times N$ masks ({numref}`fig-pattern-masks`): row $i$ is query $i$, column $j$ is key $j$, white = may attend.
 
 # %% mystnb={"figure": {"caption": "The whole $N \\times N$ mask of each pattern (row: query token, column: key token, white: may attend), with the share of the matrix it keeps.", "name": "fig-pattern-masks"}}
 fig, axes = plt.subplots(1, 6, figsize=(15, 2.9))
@@ -242,7 +242,7 @@ plt.show()
 # Row-major numbering scatters a window's tokens over the matrix: in the plot above, window attention looks
 # like a lattice. Renumber the tokens region by region (the order `bralib.ops.to_regions` uses) and it
 # becomes what it is: independent blocks, one per window. That is why window attention can be computed as
-# a batch of small dense attentions, one per window.
+# a batch of small dense attentions, one per window ({numref}`fig-block-diagonal`).
 
 # %% mystnb={"figure": {"caption": "The window mask in row-major token order (left) and in region order (middle), where it is block-diagonal; the routed mask in region order (right) is made of whole region-by-region blocks, $k$ in each row of blocks.", "name": "fig-block-diagonal"}}
 order = to_regions(torch.arange(N).reshape(1, H, W, 1), H // window).flatten()  # tokens region by region

@@ -121,7 +121,7 @@ for r in range(4):
 
 # %% [markdown]
 # On a picture: BiFormer uses S = 7 in every stage. Our picture is scikit-image's astronaut at 112×112, so
-# each of the 49 regions is 16×16 pixels.
+# each of the 49 regions is 16×16 pixels ({numref}`fig-regions`).
 
 # %% mystnb={"figure": {"caption": "scikit-image's astronaut at 112x112 pixels, cut into $S \\times S = 7 \\times 7$ regions of 16x16 pixels, numbered row-major.", "name": "fig-regions"}}
 image = sample_image("astronaut", 112)  # (112, 112, 3) floats in [0, 1]
@@ -217,7 +217,8 @@ print("routing index", tuple(index.shape))
 
 # %% [markdown]
 # `bralib.viz.routing.draw_routing(image, index, n_win, query_region)` draws one row of the index: the query
-# region with a dashed yellow outline, its routed regions in cyan with their rank, the rest shaded.
+# region with a dashed yellow outline, its routed regions in cyan with their rank, the rest shaded
+# ({numref}`fig-routing-four-queries`).
 
 # %% mystnb={"figure": {"caption": "Where four query regions (dashed yellow: on the flag, the face, the suit and the helmet) route with $k = 4$: their routed regions in cyan, numbered by rank; the other regions are shaded.", "name": "fig-routing-four-queries"}}
 query_regions = {"flag": 7, "face": 10, "suit": 36, "helmet": 40}
@@ -249,7 +250,7 @@ assert 17 not in index[0, 17] and (lengths[index[0, 17]] > lengths[17]).all()
 # %% [markdown]
 #
 # A look at the full adjacency shows the structure behind these choices: rows are query regions, columns
-# key regions, and blocks of similar regions light up together.
+# key regions, and blocks of similar regions light up together ({numref}`fig-adjacency`).
 
 # %% mystnb={"figure": {"caption": "Left: the region adjacency $A^r$ of the astronaut (49x49; rows are query regions, columns key regions). Right: the routing graph it gives, the top 4 of each row.", "name": "fig-adjacency"}}
 fig, axes = plt.subplots(1, 2, figsize=(9, 4))
@@ -274,7 +275,8 @@ print(f"{int(routed.diagonal().sum())} of 49 regions route to themselves; "
 #
 # Two knobs set what a query sees: $S$, the regions per side (their size is $H/S \times W/S$), and $k$, how
 # many regions it sees. A query attends to $k \cdot HW/S^2$ tokens. Below, the query is always the pixel
-# on the astronaut's face marked by the star; the rows change $S$, the columns change $k$.
+# on the astronaut's face marked by the star; the rows change $S$, the columns change $k$
+# ({numref}`fig-s-and-k`).
 
 # %% mystnb={"figure": {"caption": "What one query pixel on the face (star) attends to as $S$ (rows: 4, 7, 14) and $k$ (columns: 1, 4, 8) change; each title gives the number of pixels attended, $k \\cdot HW/S^2$.", "name": "fig-s-and-k"}}
 point = (26, 54)  # (row, column) of the query pixel in the 112 x 112 picture, on the face

@@ -205,8 +205,9 @@ torch.testing.assert_close(
 # memory; later chapters measure them). Whatever they do inside, each must equal the dense masked reference.
 # The loop below runs every registered backend, so a backend added later is checked here too, on a few
 # shapes: non-square maps, $C_{qk} \ne C_v$, several heads, float32 and float64. A backend is skipped only
-# when its registry entry says it cannot run here (for instance one that must be compiled first, which
-# takes longer than a chapter may; the test suite covers it).
+# when its registry entry says it cannot run here (one that must be compiled first, which takes longer than a
+# chapter may, or the fused Triton kernel, which needs a GPU or Triton's slow interpreter: chapter 9 runs it
+# in the interpreter, and the test suite covers both).
 
 # %%
 configs = [  # (B, H, W, Cqk, Cv, heads, S, k, dtype)
@@ -219,6 +220,10 @@ for name, backend in BACKENDS.items():
         print(
             f"{name:<10} skipped here: it is compiled with torch.compile first, which takes longer than a chapter may"
         )
+        continue
+    unavailable = backend.available("cpu") if backend.available else None
+    if unavailable:  # e.g. the Triton kernel, which needs a GPU or Triton's (slow) interpreter: chapter 9 runs it
+        print(f"{name:<10} skipped here: {unavailable}")
         continue
     worst, skipped = 0.0, []
     for batch, height, width, c_qk, c_v, heads, s, k_, dtype in configs:
@@ -264,7 +269,7 @@ torch.testing.assert_close(bra(q, k, v8, num_heads=2, n_win=n_win, topk=n_win**2
 # the middle panel its attention weights under BRA, which live only in the routed regions; the right panel
 # its weights under full attention, spread over everything that looks alike. (On this coarser 28×28 grid the
 # face's region does not even route to itself, so the query's own neighbourhood gets no weight at all:
-# section 5's local context enhancement is there for such cases.)
+# section 5's local context enhancement is there for such cases.) The three panels are {numref}`fig-bra-vs-full`.
 
 # %% mystnb={"figure": {"caption": "One query token on the face: where its region routes with $k = 4$ (left), its attention weights under BRA, which live only in the routed regions (middle), and under full attention (right).", "name": "fig-bra-vs-full"}}
 picture = sample_image("astronaut", 112)

@@ -284,7 +284,7 @@ assert all(symbolic.growth_exponent(cost) == exponents[name] for name, cost in c
 #
 # The whole layer's cost (every term of section 2) at BiFormer's first stage, 56x56 tokens and $C = 64$, for
 # each $S$ that divides 56, a few $k$. The paper's $S^*$ (from the three-term Eq. 8) is marked, and the
-# cheapest divisor for each $k$:
+# cheapest divisor for each $k$ ({numref}`fig-cost-over-s`):
 
 # %% mystnb={"figure": {"caption": "Multiply-adds of the whole BRA layer at 56x56 tokens and $C = 64$ against the regions per side $S$ (the divisors of 56), for $k$ = 1, 4 and 16. Dashed: the paper's $S^*$; squares: the cheapest divisor.", "name": "fig-cost-over-s"}}
 fig, ax = plt.subplots(figsize=(7, 4))
@@ -395,7 +395,7 @@ assert abs(window[0] - 1) <= 0.005
 #
 # **`explore_complexity()`**: sliders for S, k, the map side and the channels; the bars are the cost by term,
 # the curve is the total over S, with the paper's S\* dashed and the cheapest S boxed. Static version, 56x56,
-# C = 64, S = 7, k = 4:
+# C = 64, S = 7, k = 4 ({numref}`fig-cost-breakdown`):
 
 # %% mystnb={"figure": {"caption": "The static view of `explore_complexity()` at 56x56 tokens, $C = 64$, $S = 7$, $k = 4$: the cost by term (left) and the total over $S$ (right), with the paper's $S^*$ dashed and the cheapest $S$ boxed.", "name": "fig-cost-breakdown"}}
 static_view = complexity_breakdown(56, 64, 7, 4)
@@ -415,7 +415,7 @@ display(complexity_widget)
 # **`explore_routing(image)`**: sliders for S, k and the query region (row, column; with the `ipympl`
 # backend, a click on the left panel picks it too) over the astronaut: where the region routes (left) and the
 # attention its centre token receives (right), on chapter 3's colour/texture features. Static version, S = 7,
-# k = 4, the region at row 2, column 3:
+# k = 4, the region at row 2, column 3 ({numref}`fig-routing-view`):
 
 # %% mystnb={"figure": {"caption": "The static view of `explore_routing()` with $S = 7$ and $k = 4$: where the region at row 2, column 3 routes (left) and the attention its centre token receives (right).", "name": "fig-routing-view"}}
 astronaut = sample_image("astronaut", 224)

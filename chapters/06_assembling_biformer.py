@@ -263,7 +263,8 @@ for name, (_, _, official_g, paper_g) in released.items():
 
 # %% [markdown]
 # The products and convolutions alone come within 0.6 % of the released figures; with fvcore's norm
-# estimate the match is exact to the reported digits. Now split by kind of work (fvcore convention):
+# estimate the match is exact to the reported digits. Now split by kind of work (fvcore convention,
+# {numref}`fig-macs-by-component`):
 
 # %% mystnb={"figure": {"caption": "Where the multiply-adds of BiFormer-T, -S and -B go at 224x224: each kind of work's share, measured on bralib's models (fvcore's convention).", "name": "fig-macs-by-component"}}
 split = {name: macs_by_component(models[name]) for name in released}
@@ -352,7 +353,7 @@ assert round(rows["table6_overlapped_embed"][0] - rows["table6_swin_layout"][0])
 # models were trained with, through the four stages. The weights are random, so the classes mean nothing,
 # but the feature maps already show the pyramid. Each panel shows the first three principal components of a
 # stage's channels as red, green and blue: the pixels whose feature vectors differ most get the most
-# different colours.
+# different colours ({numref}`fig-untrained-features`).
 
 # %% mystnb={"figure": {"caption": "The astronaut through an untrained BiFormer-T: the input and the feature map of each of the four stages, whose first three principal components are shown as red, green and blue.", "name": "fig-untrained-features"}}
 picture = sample_image("astronaut", 224)  # (224, 224, 3) in [0, 1]

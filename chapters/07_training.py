@@ -108,7 +108,8 @@ assert any("pos_conv" in n and n.endswith("weight") for n in no_decay_names)  # 
 #
 # Early steps with a large rate can wreck a transformer's random initialisation, so the rate climbs
 # linearly from `warmup_lr` to `lr`, then follows half a cosine down to `min_lr`. It is set every optimizer
-# step, not every epoch: on a short run, a per-epoch staircase would stay far from the curve. Five lines:
+# step, not every epoch: on a short run, a per-epoch staircase would stay far from the curve. Five lines
+# ({numref}`fig-lr-schedule` plots them):
 
 
 # %% mystnb={"figure": {"caption": "The learning rate of each optimizer step over 300 steps: a linear warm-up over the first 5 %, then half a cosine down to `min_lr`.", "name": "fig-lr-schedule"}}
@@ -264,7 +265,7 @@ assert not set(shares[0]) & set(shares[1])
 # * relation `"cue"`: the *same images*, labelled by the cue's own digit: a local task, the control.
 #
 # Train and validation use disjoint sets of handwritten source digits; every image is generated from
-# (seed, split, index), and training draws fresh layouts every epoch.
+# (seed, split, index), and training draws fresh layouts every epoch. {numref}`fig-digits-pairs` shows six.
 
 # %% mystnb={"figure": {"caption": "Six digits-pairs validation images, each with its two labels: the partner's digit (relation `partner`) and the cue's own digit (relation `cue`).", "name": "fig-digits-pairs"}}
 partner_set, cue_set = DigitsPairs("val", 8), DigitsPairs("val", 8, relation="cue")
@@ -347,7 +348,7 @@ assert gaps == [1.85, -0.1], "the stored results changed: update the text below"
 # 2 of its 4 regions (half the map), stage 4 is global attention over a 2×2 map, and every block's depthwise
 # convolutions widen each token's view. Both models can bring the partner to the cue within two stages.
 # Chapter 10 builds the comparison that can decide: an isotropic family where only the attention pattern
-# changes, a task whose relation lies beyond the fixed patterns' measured reach, every arm with three seeds
+# changes, a task whose relation lies beyond the fixed patterns' measured reach, every arm with five seeds
 # and paired confidence intervals.
 #
 # ## Summary

@@ -103,7 +103,8 @@ assert abs(accuracy - seed0["final"]["same"]) < 0.2  # float16 weights: the same
 # The model routes from the region means of its queries and keys: region $i$'s mean query against every
 # region's mean key gives a 16×16 table of scores, and each row keeps its 4 best. `last_index` holds the
 # choice of the last forward pass, (B, 16, 4). We draw the row of the square's region for four images
-# (yellow dashes: the square's region; cyan: the 4 regions it routes to, numbered by rank).
+# (yellow dashes: the square's region; cyan: the 4 regions it routes to, numbered by rank;
+# {numref}`fig-square-routes`).
 
 
 # %% mystnb={"figure": {"caption": "Where the square's region (yellow dashes) routes in four validation images: the 4 routed regions in cyan, numbered by rank; each title says whether the ring's region is among them.", "name": "fig-square-routes"}}
@@ -181,7 +182,7 @@ assert not index.requires_grad and index.dtype == torch.long
 #   at least 3 regions away, so it can never hit (we count anyway);
 # * **a distractor as far away**: a cross at least 6 cells from the square (in a region holding neither
 #   the square nor the ring), which differs from the ring in shape only. Routing that follows the ring
-#   should hit it less often.
+#   should hit it less often ({numref}`fig-hit-rates`).
 
 
 # %%
@@ -190,7 +191,7 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     p = hits / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return centre - half, centre + half
+    return max(centre - half, 0.0), min(centre + half, 1.0)  # in [0, 1] exactly, not just to rounding
 
 
 def hit_counts(index: torch.Tensor, data) -> dict[str, tuple[int, int]]:
@@ -231,7 +232,7 @@ for j, target in enumerate(("ring", "far cross", "itself")):
     rates = np.array([results[m][target][0] / results[m][target][1] for m in names])
     bounds = np.array([wilson(*results[m][target]) for m in names])
     ax.bar(np.arange(len(names)) + (j - 1) * 0.27, rates, 0.27, label=f"to the {target}" if target != "itself"
-           else "to itself", yerr=[rates - bounds[:, 0], bounds[:, 1] - rates], capsize=2)  # fmt: skip
+           else "to itself", yerr=np.clip([rates - bounds[:, 0], bounds[:, 1] - rates], 0, None), capsize=2)  # fmt: skip
 ax.axhline(TOPK / N_WIN**2, color="grey", ls=":", label="chance, 4 of 16")
 ax.set_xticks(range(len(names)), names)
 ax.set(ylabel="share of images", ylim=(0, 1.15), title="the square's region routes ...")
@@ -248,9 +249,11 @@ assert ring_low > untrained_high and ring_low > cross_high and ring_low > 0.25  
 assert results["local routing"]["ring"][0] == 0  # the content-blind twin never reaches the ring
 assert abs(rate["random routing"]["ring"] - 0.25) < 0.04  # the random arm routes at chance
 assert results["trained BRA"]["ring"] == (len(val), len(val)), "the routing changed: update the text below"
+assert abs(rate["untrained BRA"]["ring"] - 0.29) < 0.02 and abs(rate["trained BRA"]["far cross"] - 0.14) < 0.02
 fixed = [{8, 15} <= set(index[i, region_of_cell(c[0])].tolist()) for i, c in enumerate(val.cells.tolist())
          if not {8, 15} & {region_of_cell(c[0]), region_of_cell(c[1])}]  # fmt: skip
 print(f"the square's region also routes to regions 8 and 15: {sum(fixed)} of {len(fixed)} images")
+assert 0.4 < sum(fixed) / len(fixed) < 0.6
 
 # %% [markdown]
 # The trained routing sends the square's region to the ring's region in every one of the 2,048 validation
@@ -259,9 +262,10 @@ print(f"the square's region also routes to regions 8 and 15: {sum(fixed)} of {le
 # arm at chance, the local twin never (the ring is out of its reach by construction), and a cross as far
 # away as the ring is routed to in about 14 % of the images, *less* than chance, because two of the four
 # choices are taken by the square itself and the ring. The only thing that separates the ring from such a
-# cross is its shape, so the routing reads content, and training taught it to. The regions 8 and 15 of
-# the pictures are indeed fixed choices, in almost every image where neither holds the square or the ring:
-# with the ring found, the last two routes are a learnt default that the loss never asked to change.
+# cross is its shape, so the routing reads content, and training taught it to. The regions 8 and 15 of the
+# pictures are favourites, not a rule: both are among the square region's four in about half of the images
+# where neither holds the square or the ring. Once the ring is found, the loss cares little where the last
+# two routes go.
 #
 # ## 5. Does a region route to itself?
 #

@@ -22,7 +22,7 @@
 #
 # 1. count the FLOPs and the bytes of every step of the gather algorithm, and say from their ratio (the
 #    arithmetic intensity) whether a step is limited by arithmetic or by memory traffic;
-# 2. explain what each bralib backend (`sdpa`, `dense`, `lean`, `flex`) changes, and when each wins;
+# 2. explain what each bralib backend (`sdpa`, `dense`, `lean`, `flex`, `triton`) changes, and when each wins;
 # 3. write the backward of a gather as an index-add, and see why that keeps the memory saved for the
 #    backward at $O(HW\,C)$ instead of $O(k\,HW\,C)$;
 # 4. measure honestly: same inputs, interleaved rounds, medians, the machine's load written down;
@@ -169,7 +169,8 @@ for shape in preset_shapes("biformer-t", 8):
 # them compute-bound at stages 1-2 and memory-bound at stage 3 (where the line falls depends on the measured
 # balance); on a GPU, whose balance is in the hundreds of FLOP/byte, all of them would be memory-bound. With
 # most bytes in pure copies, that is what "the gather is memory-bound" means, and why FLOPs do not predict
-# the time. The roofline {cite:p}`williams2009roofline` below draws the same numbers.
+# the time. The roofline {cite:p}`williams2009roofline` of {numref}`fig-roofline` draws the same
+# numbers.
 
 # %% mystnb={"figure": {"caption": "Roofline of this core (measured peak matmul FLOP/s and copy bandwidth) with the gather algorithm's steps of BiFormer-T's three BRA stages at batch 8, placed by the intensities computed above; the copies do no arithmetic and appear only in the legend.", "name": "fig-roofline"}}
 from bralib.viz import draw_roofline
@@ -296,7 +297,7 @@ print("gather, sdpa, dense, lean (forward and backward) and flex (forward) agree
 #
 # The gather and `sdpa` keep $K^g$ and $V^g$ for the backward: $2k$ copies of the keys and values. `lean`
 # keeps its inputs (which the layer holds anyway), its output and one number per query and head. Measured
-# on a 28×28 map with 64 channels:
+# on a 28×28 map with 64 channels ({numref}`fig-backward-memory`):
 
 # %% mystnb={"figure": {"caption": "Memory saved for the backward by one BRA call (28x28 tokens, $C = 64$) against the routed regions $k$: it grows with $k$ for `gather` and `sdpa` and stays flat for `lean`.", "name": "fig-backward-memory"}}
 gen = torch.Generator().manual_seed(2)
@@ -451,21 +452,114 @@ for side, topk in [(56, 1), (28, 4), (14, 16)]:
 print("runs stored for auto:", [(run["device"], run["dtype"]) for run in measured["runs"]])
 
 # %% [markdown]
-# ## 7. What is left on the table
+# ## 7. One kernel that reads the routed regions by index
 #
-# * **One kernel for gather + attention.** Every fast backend here still writes the gathered keys and
-#   values somewhere (`flex` excepted), and at stage 2 the small attention products dominate what is left. A
-#   kernel that reads the routed regions of K and V straight from the map, region by region, and keeps a
-#   region's scores in registers moves $k$ times fewer bytes and pays no per-region call overhead; on a GPU
-#   that is a Triton {cite:p}`tillet2019triton` kernel away, on a CPU a C++ one.
+# Every backend above except `dense` and `flex` writes the gathered keys and values to memory and reads them
+# back: $k$ copies per call for `gather` and `sdpa`, one cache-sized chunk at a time for `lean`. A **fused
+# kernel** never writes them. bralib's `triton` backend (`bralib.ops.kernels.routed_attention`, written in
+# Triton {cite:p}`tillet2019triton`) runs one program per tile of query tokens and head. The program reads
+# its regions' routed region numbers from the index, computes where those regions' key and value tokens sit
+# in the (B, H, W, C) maps, and loads them straight into on-chip memory, keeping a running softmax (a max and
+# a sum per query row; the output is rescaled whenever the max grows, as in FlashAttention
+# {cite:p}`dao2022flashattention`). The gathered set exists only in registers. The backward recomputes the
+# scores from the saved log-sum-exp; the query gradient walks the routing like the forward, and the key and
+# value gradients walk the *transposed* routing (for every key region, the regions that chose it, built with
+# one sort and a bincount), so each key's gradient is written by exactly one program, without atomics. It
+# saves what `lean` saves: q, k, v, the index, the output and one log-sum-exp per query and head.
+#
+# What that does to the bytes, at BiFormer-S's stage shapes on a GPU (B = 64, bfloat16): the gather's steps of
+# section 1 against the fused forward, which reads q once, reads every routed key and value region once per
+# region that routes to it ($k$ times; once if the caches keep them between programs), and writes the output
+# and one float32 log-sum-exp per query and head:
+
+
+# %%
+def fused_bytes(batch, side, channels, heads, topk, itemsize=2, cached=False):
+    """Bytes the fused forward moves: q read, routed K and V read (k times, or once if cached), out and lse written."""
+    tokens = batch * side * side
+    kv_reads = 2 * (1 if cached else topk) * tokens * channels
+    return (2 * tokens * channels + kv_reads) * itemsize + tokens * heads * 4
+
+
+print(f"{'BiFormer-S, B=64, bf16':<24}{'gather MB':>10}{'fused MB':>10}{'cached MB':>10}{'gather/fused':>14}")
+for shape in preset_shapes("biformer-s", 64):
+    args = (shape.batch, shape.height, shape.dim, shape.num_heads, shape.topk)
+    gather_mb = sum(nbytes for _, _, nbytes in gather_costs(*args, itemsize=2)) / 1e6
+    fused_mb, cached_mb = fused_bytes(*args) / 1e6, fused_bytes(*args, cached=True) / 1e6
+    print(f"{shape.label:<24}{gather_mb:>10.0f}{fused_mb:>10.0f}{cached_mb:>10.0f}{gather_mb / fused_mb:>13.1f}x")
+    assert gather_mb > 5 * fused_mb  # no copies, no head splits, no attention matrix: 5-8x fewer bytes
+
+# %% [markdown]
+# Five to eight times fewer bytes before any cache helps. At stage 3 the 16 routed regions of neighbouring
+# regions overlap heavily, and all the keys and values of one call (13 MB at B = 64) fit in an H100's L2 cache,
+# so the traffic to memory can fall towards the "cached" column. Whether the time follows the bytes only a
+# GPU run can say; none has been made for this kernel yet (`benchmarks/gpu_check.sh` is the prepared run).
+#
+# **Packing small regions.** `tl.dot`, the tensor-core matrix product, needs at least 16 rows and columns.
+# A 64-token region fills a tile by itself, but stage 3's regions have 4 tokens: alone, 12 of a tile's 16 rows
+# would be padding. So four regions share one tile, and each step loads, for each of the four, its next
+# routed regions; a query row may only see the columns of its own region (a block-diagonal mask inside the
+# score block). Three quarters of that small product is masked work, which costs little next to the memory
+# traffic, and a 4-row product could not use the tensor cores anyway.
+
+# %%
+from bralib.ops.backends.triton import tiling_for
+
+for shape in preset_shapes("biformer-s", 64):
+    tiling = tiling_for(shape.tokens_per_region, shape.topk)
+    steps = -(-shape.topk // tiling.slots) * -(-shape.tokens_per_region // tiling.key_rows)
+    print(f"{shape.label}: {shape.tokens_per_region}-token regions -> {tiling.regions} region(s) x {tiling.rows} "
+          f"rows per tile, {tiling.block_n} keys per step, {steps} step(s), {tiling.tiles(49)} tiles per image and head")  # fmt: skip
+assert tiling_for(4, 16).regions == 4 and tiling_for(4, 16).block_m == 16  # stage 3: four regions per tile
+assert tiling_for(64, 1).regions == 1 and tiling_for(64, 1).block_m == 64  # stage 1: one region per tile
+
+# %% [markdown]
+# There is no GPU here, but Triton can run the very same kernel on the CPU in its *interpreter*
+# (`TRITON_INTERPRET=1`, read when the kernels are first loaded), one program after another in NumPy: much
+# too slow to time, fine to check. Stage 3's geometry (4-token regions, $k = 16$) with one 32-channel head,
+# forward and backward, against the reference, and what each keeps for the backward:
+
+# %%
+import importlib.util
+import os
+
+if importlib.util.find_spec("triton") is None:
+    print("triton is not installed here (pip install triton, Linux x86-64): the fused kernel cannot run")
+else:
+    os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are first loaded in this process
+    gen = torch.Generator().manual_seed(3)
+    q3, k3, v3 = (torch.randn(1, 14, 14, 32, generator=gen, requires_grad=True) for _ in range(3))
+    grad3 = torch.randn(1, 14, 14, 32, generator=gen)
+    _, index3 = route_regions(q3.detach(), k3.detach(), n_win=7, topk=16)
+
+    def run(backend):
+        return bra(q3, k3, v3, num_heads=1, n_win=7, topk=16, routing_index=index3, backend=backend)
+
+    results = {}
+    for name in ("reference", "triton", "lean"):
+        out = run(name)
+        results[name] = (out, *torch.autograd.grad(out, (q3, k3, v3), grad3))
+    for got, want in zip(results["triton"], results["reference"], strict=True):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    print("triton (in Triton's interpreter) == reference: output and q, k, v gradients")
+    kept = {name: saved_bytes(lambda name=name: run(name), exclude=(q3, k3, v3))[0] for name in ("triton", "lean")}
+    print(f"saved for the backward beyond q, k, v: triton {kept['triton']} bytes, lean {kept['lean']} bytes")
+    assert kept["triton"] <= kept["lean"]
+
+# %% [markdown]
+# ## 8. What is left on the table
+#
+# * **Time the fused kernel.** Section 7's kernel is right (checked in the interpreter) but untimed: its
+#   speed on a GPU, against the gather and against Swin-T, is what `benchmarks/gpu_check.sh` measures. On a
+#   CPU the same idea needs a C++ kernel: at stage 2 the small attention products dominate what is left.
 # * **Keep the region layout.** Each BRA call copies q, k, v into region order and the output back. A
 #   model that kept its activations region-major between the qkv projection and the output projection would
 #   skip those copies; so would gathering k and v together from the one qkv tensor they are slices of.
 # * **GPU.** This chapter's own measurements are all on the CPU; the H100 numbers of the motivation come from
 #   an earlier, separate run (`benchmarks/h100_anchors.json`) that did not include bralib's backends. FlexAttention with regions grouped into 128-token blocks
 #   (what bralib's `flex` does on CUDA for small regions), `lean`'s recompute backward, the CUDA rows of the
-#   equivalence tests and the whole-model comparison with Swin-T (`benchmarks/gpu_vs_swin.py`) all still need
-#   a GPU run.
+#   equivalence tests, the compiled `triton` kernels and the whole-model comparison with Swin-T
+#   (`benchmarks/gpu_vs_swin.py`) all still need a GPU run; `benchmarks/gpu_check.sh` makes it in one go.
 # * **Lower precision.** bfloat16 halves every byte above; the routing stays in float32 (chapter 3), so AMP
 #   does not change which regions are attended to.
 #
@@ -475,7 +569,8 @@ print("runs stored for auto:", [(run["device"], run["dtype"]) for run in measure
 #   its matrix products have too few FLOPs per byte. Count bytes, not just FLOPs.
 # * `sdpa` and `lean` gather token rows once and run a fused attention kernel (`lean` in cache-sized chunks);
 #   `dense` trades $S^2/k$ times the FLOPs for one big kernel and wins at 4-token regions; `flex` skips the
-#   gather with a block-sparse compiled kernel (forward only on CPU).
+#   gather with a block-sparse compiled kernel (forward only on CPU); `triton` reads the routed regions by
+#   index inside one fused kernel per pass, 5-8x fewer bytes than the gather on paper (not yet timed on a GPU).
 # * The backward of a gather is an index-add. Saving only q, k, v, the output and the softmax statistics
 #   (`lean`) keeps the memory for the backward independent of $k$.
 # * Measure side by side: same inputs, warm-up, interleaved rounds, medians, load written down.

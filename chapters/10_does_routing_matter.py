@@ -47,7 +47,8 @@
 #   changes between arms;
 # * **a task whose label needs two places further apart than a fixed pattern reaches at that depth**, with a
 #   local control label on the same images;
-# * **every arm, three seeds, paired comparisons**, run by one resumable command (`experiments/routing_ablation.py`).
+# * **every arm, five seeds, paired comparisons**, run by one resumable command
+#   (`experiments/routing_ablation.py`).
 
 # %%
 import hashlib
@@ -198,11 +199,14 @@ reach = {}
 for ax, arm in zip(axes, ("window", "local", "bra", "full"), strict=True):
     rf = receptive_field(models[arm], example.images)
     reach[arm] = bridged(rf)
+    seen = rf[square].reshape(GRID, GRID).numpy()
+    veil = np.zeros((GRID, GRID, 4))
+    veil[seen] = (1.0, 1.0, 1.0, 0.3)  # a light veil over what the token sees
+    veil[~seen] = (0.0, 0.0, 0.0, 0.6)  # and a dark one over the rest
     ax.imshow(example.images[0].permute(1, 2, 0).numpy())
-    ax.imshow(rf[square].reshape(GRID, GRID).float().numpy(), cmap="Greens", alpha=0.45,
-              extent=(-0.5, 31.5, 31.5, -0.5))  # fmt: skip
+    ax.imshow(veil, extent=(-0.5, 31.5, 31.5, -0.5))
     ax.set(xticks=[], yticks=[], title=f"{arm}: bridges {reach[arm]} cells")
-plt.suptitle("what the square's token depends on (green), untrained weights", fontsize=10)
+plt.suptitle("what the square's token (top left) depends on: the light cells; untrained weights", fontsize=10)
 plt.tight_layout()
 plt.show()
 deep_local = bridged(receptive_field(bralib.create_model("isotropic_local", num_classes=8, depth=2), example.images))
@@ -219,10 +223,13 @@ assert reach["window"] == 3 and reach["local"] == 5 and reach["full"] == 7 and d
 #
 # ## 4. The stored ablation
 #
-# `experiments/routing_ablation.py` trains every arm with three seeds (the same initial weights for every
+# `experiments/routing_ablation.py` trains every arm with five seeds (the same initial weights for every
 # arm of a seed), 5 epochs of 6,144 generated images, both labels at once (two heads on one network), and
 # evaluates on one fixed set of 2,048 validation images. It stores per-epoch curves, final accuracies, and
-# the paired-by-seed intervals. The same command runs on a GPU with `--device cuda`.
+# the paired-by-seed intervals. The same command runs on a GPU with `--device cuda`. (`swin` is left out: with
+# one block it *is* `window`, since the shifted windows only start in the second block.) The recipe was
+# fixed before the comparison, by one check: full attention, the ceiling, must learn the relation; with 2
+# heads it stalled at 75 to 95 % on some seeds, with 4 it learned, so every arm has 4 heads.
 
 # %%
 stored = json.loads((REPO / "experiments" / "results" / "routing_ablation.json").read_text())
@@ -280,9 +287,34 @@ for rival in ("local", "window"):
 assert paired["full - bra: same"]["mean"] <= 5  # and is within 5 points of full attention
 assert table["local"]["same"]["mean"] <= no_relation_ceiling + 1 and table["window"]["same"]["mean"] <= 76
 assert max(table[a]["colour"]["mean"] for a in arms) - min(table[a]["colour"]["mean"] for a in arms) < 2
+numbers = [table[a]["same"]["mean"] for a in ("full", "bra", "local", "window")]
+numbers += [paired[name]["mean"] for name in ("bra - local: same", "bra - window: same", "full - bra: same")]
+assert [round(x, 1) for x in numbers] == [99.4, 94.5, 53.3, 53.6, 41.2, 41.0, 4.8], "update the text below"
+assert table["oracle"]["same"]["mean"] > 95  # region routing with the right regions loses nothing
+assert all(table[a]["same"]["mean"] < 60 for a in ("random", "axial", "dilated"))
+assert paired["bra - random: same"]["ci95"][0] > 0
 
 # %% [markdown]
-# RESULTS_TEXT
+# **What the stored ablation says.** On the control label every arm reads the square's colour (99 to 100 %):
+# the arms differ in nothing a local question needs. On the relational label the two fixed patterns stay
+# near chance, local 53.3 ± 5.9 % and window 53.6 ± 5.0 % (mean ± sd over five seeds), below even the 75 %
+# that colour statistics allow (their best seeds, at 60 and 62 %, are on their way to that shortcut, and
+# no further can they go). Full attention learns
+# the relation in every seed (99.4 ± 1.4 %). BRA learns it in four seeds of five (98.4 to 100 %); in seed 1
+# it stopped at 74.3 %, on the plateau of colour statistics, although its routing already sent the square's
+# region to the ring's in 99.8 % of the images: what it had not yet learnt was the comparison of the two
+# colours, not where to look. Trained for 10 epochs instead of 5, that seed reached 83.6 % (stored in
+# `experiments/results/routing_ablation_bra_seed1_10epochs.json`). Paired by seed, **BRA − local is
+# +41.2 points (95 % interval [32.5, 49.9]) and BRA − window +41.0 [28.1, 53.8]**: both far from zero.
+# Full − BRA is +4.8 points on average, with a wide interval ([−9.9, 19.5]) because of that one seed.
+#
+# The other arms. Random routing stays at chance, 51.3 ± 2.8 % (BRA − random +43.3 [31.8, 54.7]): content, not
+# just reach, is what helps. Axial (51.1 ± 5.0 %) and dilated (52.8 ± 2.9 %) attention reach across the map,
+# but only along fixed lines, a row and a column or one class of coordinates modulo 2, which the square and the
+# ring share only by chance. The oracle matches full attention seed for seed (99.4 ± 1.4 %): 4 regions hold
+# all the attention this task needs, so what BRA lacked in seed 1 was not budget. On the control every arm
+# scores 99.3 to 100 %; random routing is the one measurably lower (by 0.75 points, [0.44, 1.06]), its random
+# regions adding a little noise to the square's own colour.
 #
 # ## 5. The stored weights, checked live
 #
@@ -402,7 +434,28 @@ plt.show()
 # %% [markdown]
 # ## 8. What this shows, and what it does not
 #
-# SUMMARY_TEXT
+# * **Where a relation lies beyond a fixed pattern's reach, content routing does what the pattern cannot,
+#   at the same cost.** On shape-pairs, with one block and 16 keys per query, BRA reached 94.5 ± 11.3 % on
+#   the relational label where local routing reached 53.3 % and windows 53.6 %, every arm 99 to 100 % on the
+#   local control; and BRA's regions kept 95 % of full attention's mass where the fixed patterns kept their
+#   21 to 25 % share of the keys.
+# * **It does not show that BRA beats windows on natural images.** There, much of what matters is local, and
+#   depth extends a window's reach: section 3 measured that two blocks of local routing already span this
+#   map. A fixed pattern with L blocks relates things about L regions apart; routing relates any two in one
+#   block. How much that is worth on ImageNet is what the paper's Table 5 measures: 82.7 % for bi-level routing
+#   against 81.3 % to 82.2 % for the handcrafted patterns, one seed each.
+# * **Routing is learned second-hand, and learning can stall.** Top-k passes no gradient; the routing scores
+#   improve only through the q/k projections that token attention trains (chapter 8). Here the routing found
+#   the ring in both seeds we inspected (0 and 1), yet seed 1 sat for epochs on the 75 % plateau of colour
+#   statistics before the comparison itself was learned (74.3 % after 5 epochs, 83.6 % after 10, with the
+#   ring's region routed in 99.8 % of the images all along). That stall was in the comparison, not the
+#   routing; but routing learned second-hand can stall too, wherever the useful region is rarely gathered at
+#   first. Soft routing (exercise 10.2) gives the scores a direct gradient and is the remedy to try there.
+# * **With a GPU** we would run: deeper models (L = 2, 4, 8) on 16×16 and 32×32 token grids, with the task's
+#   distance scaled to stay beyond the local arms' measured reach at each depth; ten or more seeds and longer
+#   schedules, to measure how often and how fast each arm leaves the 75 % plateau; soft against hard routing;
+#   and the same ablation inside BiFormer's hierarchy (`biformer_nano` and its local twin on shape-pairs drawn
+#   at 64×64), the bridge back to chapter 7. The command is the same, with `--device cuda`.
 #
 # ## Exercises
 #

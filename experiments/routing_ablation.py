@@ -52,7 +52,7 @@ VAL_SEED = 1_000_000  # one validation set for every run: accuracies are paired 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="arms, in order of priority")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (default: 0 1 2 3 4)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per run (default: 5)")
     parser.add_argument("--train-size", type=int, default=6144, help="training images per seed (default: 6144)")
     parser.add_argument("--val-size", type=int, default=2048, help="validation images (default: 2048)")

@@ -19,7 +19,10 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-SETUP = 'python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && pip install -e ".[dev]"'
+SETUP = (
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt torch==2.13.0"
+    ' && pip install -c constraints.txt -e ".[dev]"'
+)
 CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name, where they differ
 
 
@@ -62,10 +65,64 @@ def test_pyproject_extras_hold_what_the_tests_and_book_need():
     assert {"jupyterlab", "jupytext", "nbval", "ipykernel"} <= extras["book"]
     assert {"pytest", "pytest-xdist", "ruff", "pyyaml", "setuptools"} <= extras["dev"]
     assert "bralib" in extras["dev"] and "bralib" in extras["book"]  # dev includes book, book includes data
+    assert {"onnx", "onnxruntime", "onnxscript", "safetensors"} <= extras["export"]
+    dev = PYPROJECT["project"]["optional-dependencies"]["dev"]
+    assert "bralib[book,export]" in dev and "triton" in extras["dev"]  # CI tests export and the kernel too
+    core = {_name_and_spec(r)[0] for r in PYPROJECT["project"]["dependencies"]}
+    assert core == {"torch", "numpy", "sympy", "matplotlib", "tqdm"}  # nothing else in the core
     assert (
         _name_and_spec(next(r for r in PYPROJECT["project"]["dependencies"] if r.startswith("torch")))[1]
         == ">=2.5,<2.14"
     )
+
+
+# ---------------------------------------------------------------- pinned versions (constraints.txt)
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s;=<>!~]+)", line)
+        assert match, f"constraints.txt: {line!r} is not an exact pin NAME==VERSION"
+        name = _name_and_spec(match.group(1))[0]
+        assert name not in pins, f"constraints.txt pins {name} twice"
+        pins[name] = match.group(2)
+    return pins
+
+
+def _requirements() -> list[str]:
+    project = PYPROJECT["project"]
+    return [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+
+
+def test_constraints_pin_every_requirement_within_pyproject_ranges():
+    from packaging.requirements import Requirement
+
+    pins = _pins()
+    assert "bralib" not in pins and "pip" not in pins
+    for text in _requirements():
+        requirement = Requirement(text)
+        name = _name_and_spec(requirement.name)[0]
+        if name == "bralib" or (requirement.marker and not requirement.marker.evaluate()):
+            continue
+        assert name in pins, f"constraints.txt has no pin for {name} (run .ci/refresh-pins)"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"constraints.txt pins {name}=={pins[name]}, outside pyproject.toml's {requirement.specifier}"
+        )
+    assert pins["torch"] == "2.13.0"  # the README's torch, without a +cpu/+cu local label
+
+
+def test_the_refresh_script_writes_the_file_the_readme_installs_from():
+    script = REPO_ROOT / ".ci" / "refresh-pins"
+    assert os.access(script, os.X_OK)
+    assert (
+        "> constraints.txt.new" in script.read_text() and "mv constraints.txt.new constraints.txt" in script.read_text()
+    )
+    header = (REPO_ROOT / "constraints.txt").read_text().splitlines()[:3]
+    assert any("Written by .ci/refresh-pins on" in line for line in header), header
 
 
 # ---------------------------------------------------------------- README commands and .ci/run
@@ -126,6 +183,14 @@ def test_ci_run_stops_at_a_failing_step(tmp_path):
     assert "FAILED: step exited with code 1: false" in done.stdout and "never" not in done.stdout.replace(
         "echo never", ""
     )
+
+
+def test_ci_run_prints_the_counts_line_when_pytest_fails(tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "test_two.py").write_text("def test_ok():\n    pass\n\ndef test_bad():\n    assert False\n")
+    done = _ci(_fake_repo(tmp_path, "python -m pytest -q -p no:cacheprovider --rootdir t t"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.rstrip().splitlines()[-1] == "pytest: 1 passed, 1 failed, 0 skipped", done.stdout
 
 
 def test_ci_run_fails_when_pytest_collects_no_tests(tmp_path):
@@ -229,3 +294,18 @@ def test_subcommand_modules_are_light_at_import(name, run_python):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_version_flag_and_python_dash_m(run_python):
+    import bralib
+
+    for args in (["-m", "bralib", "--version"], ["-m", "bralib.cli", "--version"]):
+        done = run_python(*args, cwd=REPO_ROOT)
+        assert done.returncode == 0 and done.stdout.strip() == f"bralib {bralib.__version__}", done.stdout + done.stderr
+    assert bralib.__version__ == PYPROJECT["project"]["version"]
+
+
+def test_the_license_file_is_the_one_pyproject_names():
+    assert PYPROJECT["project"]["license"] == "MIT"
+    text = (REPO_ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "WITHOUT WARRANTY OF ANY KIND" in text

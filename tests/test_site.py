@@ -212,6 +212,23 @@ def test_chapter_notebook_runs_in_chapters_and_ends_with_the_solutions(book):
         assert f"Solution: `{name}`" in last.source
     # Ids are stable, so the execution cache recognises an unchanged chapter.
     assert [c["id"] for c in nb.cells] == [c["id"] for c in chapter_notebook(chapter).cells]
+    # The library's fingerprint sits in the hidden cell: a change to bralib re-executes the chapter.
+    assert "abc123" in chapter_notebook(chapter, "abc123").cells[0].source
+
+
+def test_fingerprint_follows_the_library(tmp_path):
+    for folder in site_module.FINGERPRINTED:
+        (tmp_path / folder).mkdir()
+    (tmp_path / "bralib" / "ops.py").write_text("x = 1\n")
+    first = site_module.sources_fingerprint(tmp_path)
+    assert site_module.sources_fingerprint(tmp_path) == first
+    (tmp_path / "bralib" / "ops.py").write_text("x = 2\n")
+    assert site_module.sources_fingerprint(tmp_path) != first
+    (tmp_path / "bralib" / "__pycache__").mkdir()
+    (tmp_path / "bralib" / "__pycache__" / "ops.cpython-311.pyc").write_bytes(b"compiled")
+    second = site_module.sources_fingerprint(tmp_path)
+    (tmp_path / "bralib" / "__pycache__" / "ops.cpython-311.pyc").write_bytes(b"recompiled")
+    assert site_module.sources_fingerprint(tmp_path) == second  # byte code does not count
 
 
 def test_figure_metadata_survives_the_round_trip(tmp_path):
@@ -270,6 +287,20 @@ def test_book_html_reports_missing_packages(monkeypatch, capsys):
     assert main(["book", "html"]) == 1
     err = capsys.readouterr().err
     assert "bralib book: error: the website needs sphinx" in err and "[site]" in err
+
+
+def test_book_html_prints_the_front_page_or_opens_it(monkeypatch, tmp_path, capsys):
+    import webbrowser
+
+    index = tmp_path / "html" / "index.html"
+    calls = []
+    monkeypatch.setattr(site_module, "build_site", lambda book, out, jobs, progress: calls.append((out, jobs)) or index)
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: opened.append(url) or True)
+    assert main(["book", "html", "--out", str(tmp_path), "--jobs", "2"]) == 0
+    assert capsys.readouterr().out.strip() == str(index) and calls == [(tmp_path, 2)] and opened == []
+    assert main(["book", "html", "--open"]) == 0
+    assert opened == [index.as_uri()] and calls[-1] == (None, 1)
 
 
 def test_book_html_rejects_zero_jobs(capsys):
@@ -383,13 +414,33 @@ def test_the_whole_site_builds_offline_and_every_link_resolves(book):
         loose = re.sub(r"<figure\b.*?</figure>", "", article, flags=re.DOTALL)
         assert "<img" not in loose, f"{chapter.stem}: an image outside a captioned figure"
         for figure in figures:
-            assert re.search(r'class="caption-number">Figure \d+', figure), f"{chapter.stem}: unnumbered figure"
+            number = f'class="caption-number">Figure {chapter.number}.'
+            assert number in figure, f"{chapter.stem}: a figure not numbered {chapter.number}.N"
+        if figures:  # and the text refers to them ({numref}), by number
+            assert re.search(r'href="#fig-[^"]+"[^>]*>.*?Figure \d+\.\d+', article, re.DOTALL), chapter.stem
         cited_anywhere |= "bibliography.html#id" in text
     assert cited_anywhere, "no chapter's citation links into the bibliography"
     # The chapters ran in the repository's chapters/ folder and their outputs are cached for the next build.
     assert any((out / "jupyter_cache").rglob("*.ipynb"))
     settings = json.loads((out / "src" / "site_settings.json").read_text())
     assert Path(settings["execution_cache"]) == out / "jupyter_cache"
+
+
+def test_a_failing_chapter_is_reported_by_its_cell_and_error(tmp_path):
+    log = tmp_path / "sphinx-err.log"
+    log.write_text(
+        "Traceback ...\nnbclient.exceptions.CellExecutionError: An error occurred while executing the following cell:\n"
+        "------------------\nassert value == 2\n------------------\nAssertionError: value is not 2\n\n"
+        "The above exception was the direct cause of the following exception:\n...\n"
+        "myst_nb.core.execute.base.ExecutionError: /b/src/chapters/03_regions_routing.ipynb\n"
+    )
+    output = f"Extension error!\nThe full traceback has been saved in:\n{log}\n\x1b[31mTo report this error...\x1b[0m"
+    report = site_module._failure_report(output)
+    assert report.startswith("chapter 03_regions_routing failed: An error occurred while executing the following cell")
+    assert "assert value == 2" in report and "AssertionError: value is not 2" in report
+    assert "direct cause" not in report
+    # Without a saved log: the end of Sphinx's own output, colour codes removed.
+    assert site_module._failure_report("line 1\n\x1b[31mWARNING: x\x1b[0m") == "line 1\nWARNING: x"
 
 
 def test_site_build_of_a_missing_chapter_names_it(tmp_path):

@@ -9,9 +9,9 @@ generates from ``book.toml`` and the chapters:
 - ``index.md`` (the front page), ``map.md`` (the chapter map: prerequisites and reading times) and ``notation.md``.
 
 :func:`build_site` then runs Sphinx into ``BUILD/html``. MyST-NB executes each chapter once and keeps its outputs
-in ``BUILD/jupyter_cache`` until the chapter's cells change. The chapters run in the repository's ``chapters/``
-folder, exactly as under nbval, but the built site is self-contained: ``BUILD/html`` can be copied anywhere and
-fetches nothing (MathJax comes from the PyPI package ``sphinx-mathjax-offline``).
+in ``BUILD/jupyter_cache`` until the chapter's cells, or the library and data it uses, change. The chapters run in
+the repository's ``chapters/`` folder, exactly as under nbval, but the built site is self-contained: ``BUILD/html``
+can be copied anywhere and fetches nothing (MathJax comes from the PyPI package ``sphinx-mathjax-offline``).
 
 Sphinx and its extensions are imported by the Sphinx process only; this module needs jupytext (and matplotlib
 for the chapter map's picture).
@@ -164,16 +164,16 @@ def draw_chapter_map(book: Book, path: Path) -> Path:
         row[c.number] = r
         taken.add((layer[c.number], r))
     width, height = max(layer.values()) + 1, max(row.values()) + 1
-    fig, ax = plt.subplots(figsize=(1.75 * width, 1.4 * height + 0.3))
-    y_range = 1.5 * height + 0.6  # the y limits set below
+    fig, ax = plt.subplots(figsize=(1.5 * width, 1.4 * height + 0.3))
+    y_range = 1.5 * height + 0.8  # the y limits set below
     points_per_unit = (1.4 * height + 0.3) * 72 / y_range
     boxes = {}
     for c in book.chapters:
         minutes = f"\n{c.minutes} min" if c.minutes else ""
-        label = "\n".join(textwrap.wrap(f"{c.number}. {c.title}", 16)) + minutes
+        label = "\n".join(textwrap.wrap(f"{c.number}. {c.title}", 13)) + minutes
         box = {"boxstyle": "round,pad=0.4", "facecolor": "#eef3fb", "edgecolor": "#3b6ea5"}
         x, y = layer[c.number], -1.5 * row[c.number]
-        boxes[c.number] = ax.text(x, y, label, ha="center", va="center", fontsize=8, bbox=box)
+        boxes[c.number] = ax.text(x, y, label, ha="center", va="center", fontsize=10, bbox=box)
     for c in book.chapters:
         for n in c.prerequisites:
             arrow = {"arrowstyle": "->", "color": "#555555", "shrinkA": 3, "shrinkB": 3}
@@ -184,17 +184,22 @@ def draw_chapter_map(book: Book, path: Path) -> Path:
                 ax.annotate("", xy=(0.5, 0), xycoords=boxes[c.number], xytext=(0.5, 0), textcoords=boxes[n],
                             arrowprops=arrow)  # fmt: skip
                 continue
-            if layer[c.number] - layer[n] > 1:  # along a row: bend above the boxes in between
-                arrow["connectionstyle"] = "arc3,rad=-0.3"
+            if layer[c.number] - layer[n] > 1:  # along a row: leave upwards, pass above the boxes, come down
+                arm = 16 + 12 * (layer[n] % 2)  # neighbouring arcs at different heights, not on top of each other
+                arrow["connectionstyle"] = f"arc,angleA=90,angleB=90,armA={arm},armB={arm},rad=6"
+                ax.annotate("", xy=(0.5, 1), xycoords=boxes[c.number], xytext=(0.5, 1), textcoords=boxes[n],
+                            arrowprops=arrow)  # fmt: skip
+                continue
             ax.annotate(
                 "", xy=(0, 0.5), xycoords=boxes[c.number], xytext=(1, 0.5), textcoords=boxes[n], arrowprops=arrow
             )
     ax.set_xlim(-0.6, width - 0.4)
-    ax.set_ylim(-1.5 * height, 0.6)  # room for arrows bent above and below the rows
+    ax.set_ylim(-1.5 * height, 0.8)  # room for arrows bent above and below the rows
     ax.axis("off")
     path.parent.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context({"svg.fonttype": "path"}):  # text as outlines: the picture needs no font
-        fig.savefig(path, format="svg", bbox_inches="tight", metadata={"Date": None})  # no date: same bytes each build
+        # pad: matplotlib leaves the bent arrows out of the tight box. No date: the same bytes each build.
+        fig.savefig(path, format="svg", bbox_inches="tight", pad_inches=0.45, metadata={"Date": None})
     plt.close(fig)
     return path
 
@@ -324,15 +329,37 @@ def _longest_backtick_run(text: str) -> int:
     return best
 
 
-def chapter_notebook(chapter: Chapter):
+# What a chapter's outputs depend on besides its own cells: the library, the exercises and the stored results.
+FINGERPRINTED = ("bralib", "exercises", "experiments", "benchmarks")
+
+
+def sources_fingerprint(root: Path) -> str:
+    """A digest of every file under ``FINGERPRINTED`` (bytes and paths): it changes when any of them changes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for folder in FINGERPRINTED:
+        for path in sorted((root / folder).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def chapter_notebook(chapter: Chapter, fingerprint: str = ""):
     """The chapter as a notebook for the site (an nbformat node): the py:percent cells, a hidden first cell that
-    runs it in the repository's ``chapters/`` folder (as nbval does), and the solutions at the end."""
+    runs it in the repository's ``chapters/`` folder (as nbval does), and the solutions at the end.
+
+    The execution cache matches a chapter by its cells alone, so the hidden cell also carries ``fingerprint``
+    (:func:`sources_fingerprint`): a change to the library re-executes every chapter instead of showing stale
+    outputs.
+    """
     import jupytext
     from nbformat.v4 import new_code_cell, new_markdown_cell
 
     nb = jupytext.read(chapter.source, fmt="py:percent")
     setup = new_code_cell(
-        f"import os\n\nos.chdir({str(chapter.source.parent)!r})  # where the chapter runs under nbval",
+        f"import os\n\nos.chdir({str(chapter.source.parent)!r})  # where the chapter runs under nbval\n"
+        f"# library, exercises and stored results: {fingerprint or 'not fingerprinted'}",
         metadata={"tags": ["remove-cell"]},
     )
     nb.cells.insert(0, setup)
@@ -394,9 +421,10 @@ def write_sources(book: Book, source_dir: Path, cache_dir: Path) -> list[Path]:
     for stale in (source_dir / "chapters").glob("*.ipynb"):
         if stale.name not in wanted:  # a chapter renamed or removed since the last build
             stale.unlink()
+    fingerprint = sources_fingerprint(book.root)
     for chapter in book.chapters:
         target = source_dir / "chapters" / f"{chapter.stem}.ipynb"
-        _write_if_changed(target, nbformat.writes(chapter_notebook(chapter)) + "\n")
+        _write_if_changed(target, nbformat.writes(chapter_notebook(chapter, fingerprint)) + "\n")
         notebooks.append(target)
     return notebooks
 
@@ -429,6 +457,7 @@ def build_site(
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out / ".lock"):  # two builds into one folder (two test workers) take turns
         write_sources(book, source_dir, out / "jupyter_cache")
+        _limit_cache(out / "jupyter_cache", 2 * len(book.chapters))
         say(f"sources written to {source_dir}; running Sphinx (chapters not in the cache are executed) ...")
         command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-j", str(jobs), "-d", str(out / "doctrees"),
                    "-w", str(out / "warnings.txt"), str(source_dir), str(html_dir)]  # fmt: skip
@@ -440,6 +469,16 @@ def build_site(
         raise SiteError(f"Sphinx finished but wrote no {index}")
     say(f"built in {time.perf_counter() - start:.0f} s")
     return index
+
+
+def _limit_cache(cache_dir: Path, entries: int) -> None:
+    """Keep at most ``entries`` executed notebooks (the oldest go first), not jupyter-cache's default 1000:
+    every change to a chapter or to the library adds one, a few MB each with its pictures."""
+    from jupyter_cache import get_cache  # installed with myst-nb
+
+    cache = get_cache(cache_dir)
+    if cache.get_cache_limit() != entries:
+        cache.change_cache_limit(entries)
 
 
 @contextmanager

@@ -10,6 +10,10 @@ It prints a verdict (what was tried, what was expected, what came back; never a 
 answer) and returns it: ``verdict.passed`` tells a test, ``verdict.raise_if_failed()`` raises
 :class:`ExerciseFailed` (an ``AssertionError``) with the same text.
 
+Every check runs the learner's function in a child process with a time limit (:data:`DEFAULT_TIMEOUT`): an
+endless loop, a ``sys.exit(0)``, an ``os._exit(0)`` or a crash then gives a FAILED verdict that says so, and
+never ends or hangs the notebook or the ``bralib exercise check`` command.
+
 Authors add checks in their own file, ``bralib/exercises/chNN.py``, found here by name (``ch`` + digits) the
 first time a check is needed, so no other file changes::
 
@@ -26,10 +30,14 @@ import copy
 import importlib
 import importlib.util
 import math
+import multiprocessing
 import numbers
+import pickle
 import pkgutil
 import re
+import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 CHECK_MODULE = re.compile(r"^ch\d+$")  # bralib/exercises/ch00.py, ch01.py, ...
+DEFAULT_TIMEOUT = 60.0  # seconds a check may take, all its cases together
 
 CaseFactory = Callable[[], Iterable["Case"]]
 _REGISTRY: dict[str, tuple[CaseFactory, str]] = {}  # name -> (case factory, module that registered it)
@@ -67,7 +76,11 @@ class ExerciseFailed(AssertionError):
 
 @dataclass
 class Verdict:
-    """The outcome of :func:`check`. ``status`` is passed, not implemented, wrong answer or raised."""
+    """The outcome of :func:`check`.
+
+    ``status`` is passed, not implemented, wrong answer, raised, exited (the code ended its process), timed out
+    or cannot load (the learner's file failed to import).
+    """
 
     name: str
     status: str
@@ -87,6 +100,8 @@ class Verdict:
             return f"{self.name}: PASSED ({self.cases_total} of {self.cases_total} cases)"
         if self.status == "not implemented":
             head = f"{self.name}: NOT DONE YET - the function still raises NotImplementedError"
+        elif self.status == "cannot load":
+            head = f"{self.name}: FAILED (cannot load your function)"
         else:
             head = f"{self.name}: FAILED ({self.status} on case {self.cases_passed + 1} of {self.cases_total})"
         return "\n".join([head, *(f"  {label + ':':<9} {text}" for label, text in self.details)])
@@ -168,29 +183,56 @@ def load_function(name: str, *, solution: bool = False, manifest: Path | str | N
     fn = getattr(module, name, None)
     if not callable(fn):
         raise AttributeError(f"{path} defines no function named {name!r}")
+    # Where it came from, so that check() can load it afresh in its child process instead of pickling it.
+    fn.__bralib_exercise__ = (name, solution, None if manifest is None else str(Path(manifest).resolve()))
     return fn
 
 
 # ---------------------------------------------------------------- checking
 
 
-def check(name: str, fn: Callable | None = None, *, verbose: bool = True) -> Verdict:
-    """Run exercise ``name``'s cases on ``fn`` (default: the learner's function) and print the verdict."""
-    case_list = cases(name)
-    verdict = run_cases(name, fn if fn is not None else load_function(name), case_list)
+def check(
+    name: str,
+    fn: Callable | None = None,
+    *,
+    verbose: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    solution: bool = False,
+    manifest: Path | str | None = None,
+) -> Verdict:
+    """Run exercise ``name``'s cases on ``fn`` and print the verdict.
+
+    ``fn`` defaults to the learner's function in ``exercises/NN_slug.py`` (``solution=True``: the answer in
+    ``exercises/solutions/``), read afresh from ``manifest``'s book. The cases run in a child process that may
+    take ``timeout`` seconds in all; see :func:`run_isolated`.
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    total = len(cases(name))  # an unknown name is an error here, in the caller's process
+    verdict = run_isolated(name, fn, total, timeout=timeout, solution=solution, manifest=manifest)
     if verbose:
         print(verdict)
     return verdict
 
 
-def run_cases(name: str, fn: Callable, case_list: list[Case]) -> Verdict:
-    """Call ``fn`` on each case until one goes wrong; the verdict describes that one."""
+def run_cases(
+    name: str, fn: Callable, case_list: list[Case], on_case: Callable[[int, Case], None] | None = None
+) -> Verdict:
+    """Call ``fn`` on each case until one goes wrong; the verdict describes that one.
+
+    ``on_case(i, case)`` is called before case i runs (the child process reports its progress with it).
+    """
     for i, case in enumerate(case_list):
+        if on_case is not None:
+            on_case(i, case)
         details = [("tried", case.description), ("called", _call_text(fn, case))]
         try:
             got = fn(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))  # copies: a learner may mutate
         except NotImplementedError:
             return Verdict(name, "not implemented", i, len(case_list), [("next", _where_to_edit(fn))])
+        except SystemExit as err:  # sys.exit() or exit(): the check must still give a verdict
+            details.append(("problem", f"your code called sys.exit({err.code!r}) {_location(err).strip()}: {_RETURN}"))
+            return Verdict(name, "exited", i, len(case_list), _with_hint(details, case))
         except Exception as err:  # any error in the learner's code is reported, not raised
             details.append(("raised", f"{type(err).__name__}: {err}{_location(err)}"))
             return Verdict(name, "raised", i, len(case_list), _with_hint(details, case))
@@ -201,6 +243,157 @@ def run_cases(name: str, fn: Callable, case_list: list[Case]) -> Verdict:
             details += [("got", describe(got)), ("problem", problem)]
             return Verdict(name, "wrong answer", i, len(case_list), _with_hint(details, case))
     return Verdict(name, "passed", len(case_list), len(case_list))
+
+
+_RETURN = "a check needs your function to return its answer, not to end the program"
+
+
+# ---------------------------------------------------------------- the child process
+
+
+def run_isolated(
+    name: str,
+    fn: Callable | None,
+    total: int,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    solution: bool = False,
+    manifest: Path | str | None = None,
+) -> Verdict:
+    """Run the cases of ``name`` in a child process and wait at most ``timeout`` seconds for its verdict.
+
+    The child loads the learner's file itself (so an import that loops or exits is caught too), from a
+    "forkserver" process that imported bralib once: each check then starts in milliseconds. A function that
+    exists only in the caller (defined in a notebook) reaches the child by "fork" where the system has it,
+    else by pickling. The child reports each case before running it; a child that ends without a verdict, or
+    runs past ``timeout`` (it is then killed), gives a FAILED verdict saying which case and why.
+    """
+    source = _source(name, fn, solution, manifest)
+    if source is None:  # no fork and not picklable: run here, where only sys.exit can be caught
+        return run_cases(name, fn, cases(name))
+    context = _context(source[0])
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child_main, args=(name, source, send), daemon=True, name=f"check-{name}")
+    child.start()
+    send.close()  # the child holds the only sending end: its exit shows as end-of-file here
+    progress = (0, "(before the first case: starting, and loading your file)")  # (case index, description)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not receive.poll(left):
+                _stop(child)
+                return _timed_out(name, progress, total, timeout)
+            try:
+                kind, payload = receive.recv()
+            except (EOFError, OSError):  # the child closed its end without a verdict: let it finish exiting
+                child.join(5)
+                break
+            if kind == "verdict":
+                return payload
+            progress = payload
+    finally:
+        receive.close()
+        _stop(child)
+    return _exited(name, progress, total, child.exitcode)
+
+
+def _source(name: str, fn: Callable | None, solution: bool, manifest: Path | str | None) -> tuple | None:
+    """How the child gets the function: ("file", solution, manifest) to load it, or ("object", fn)."""
+    if fn is None:
+        return ("file", solution, None if manifest is None else str(Path(manifest).resolve()))
+    origin = getattr(fn, "__bralib_exercise__", None)
+    if origin is not None and origin[0] == name:
+        return ("file", origin[1], origin[2])
+    if "fork" in multiprocessing.get_all_start_methods():
+        return ("object", fn)
+    try:
+        pickle.dumps(fn)
+    except Exception:
+        return None
+    return ("object", fn)
+
+
+_FORKSERVER_READY = False
+
+
+def _context(kind: str) -> multiprocessing.context.BaseContext:
+    """fork for a caller's function object; forkserver (spawn where there is none) for a function from a file."""
+    global _FORKSERVER_READY
+    methods = multiprocessing.get_all_start_methods()
+    if kind == "object":
+        return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    if "forkserver" not in methods:
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    if not _FORKSERVER_READY:  # import torch and every check once, in the server: children start warm
+        _discover()
+        checks = sorted({module for _, module in _REGISTRY.values()})
+        context.set_forkserver_preload(["torch", __name__, *checks])
+        _FORKSERVER_READY = True
+    return context
+
+
+def _child_main(name: str, source: tuple, send) -> None:
+    """In the child: load the function, run the cases, send progress and the verdict."""
+    try:
+        if source[0] == "object" and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)  # a forked child must not use the parent's thread pool
+        case_list = cases(name)
+        if source[0] == "object":
+            fn = source[1]
+        else:
+            try:
+                fn = load_function(name, solution=source[1], manifest=source[2])
+            except BaseException as err:  # noqa: BLE001 - an import may raise anything, sys.exit included
+                send.send(("verdict", _cannot_load(name, err, len(case_list))))
+                return
+        verdict = run_cases(name, fn, case_list, on_case=lambda i, case: send.send(("case", (i, case.description))))
+        send.send(("verdict", verdict))
+    finally:
+        send.close()
+
+
+def _stop(child: multiprocessing.process.BaseProcess) -> None:
+    """End the child if it still runs: SIGTERM, then SIGKILL (a learner's code may ignore SIGTERM)."""
+    if child.is_alive():
+        child.terminate()
+        child.join(2)
+    if child.is_alive():
+        child.kill()
+    child.join(5)
+
+
+def _timed_out(name: str, progress: tuple[int, str], total: int, timeout: float) -> Verdict:
+    index, description = progress
+    details = [("tried", description)]
+    details.append(
+        ("problem", f"timed out after {timeout:g} s: your code was still running (an endless loop?) and was stopped")
+    )
+    return Verdict(name, "timed out", index, total, details)
+
+
+def _exited(name: str, progress: tuple[int, str], total: int, exitcode: int | None) -> Verdict:
+    index, description = progress
+    details = [("tried", description)]
+    if exitcode is not None and exitcode < 0:
+        try:
+            signame = signal.Signals(-exitcode).name
+        except ValueError:
+            signame = f"signal {-exitcode}"
+        why = f"the process running your code was killed by {signame}{' (out of memory?)' * (signame == 'SIGKILL')}"
+    else:
+        why = f"your code ended the process running it (exit code {exitcode}, e.g. os._exit({exitcode})): {_RETURN}"
+    details.append(("problem", f"{why}; the check could give no verdict"))
+    return Verdict(name, "exited", index, total, details)
+
+
+def _cannot_load(name: str, err: BaseException, total: int) -> Verdict:
+    if isinstance(err, SystemExit):
+        text = f"your file called sys.exit({err.code!r}) while it was being imported"
+    else:
+        text = f"{type(err).__name__}: {err}{_location(err)}"
+    return Verdict(name, "cannot load", 0, total, [("error", text), ("next", "fix the file, then run the check again")])
 
 
 def _judge(got: Any, case: Case) -> str | None:

@@ -11,11 +11,14 @@
 **Which BRA backend exports.** Every layer is traced with one fixed backend (default :data:`EXPORT_BACKEND`,
 ``"gather"``). ``gather``, ``sdpa``, ``lean``, ``reference`` and ``dense`` are plain ATen operators
 (``topk``, ``index_select``, ``matmul``, ``softmax``, ``scaled_dot_product_attention``), so both
-``torch.export`` and the ONNX translation take them, and onnxruntime matches PyTorch to ~1e-6 (relative).
-Under onnxruntime ``gather`` is the fastest (BiFormer-T, 224x224, batch 1, one thread: gather 46 ms, sdpa 53,
-lean 71; ``dense`` and ``reference`` build the full (HW)x(HW) mask: 0.5 s). ``flex`` does not export to
-ONNX: ``torch.export`` traces it (without gradients) into PyTorch's FlexAttention operator, which has no ONNX
-translation. ``auto`` is not used for export: it decides per shape from eager timings, and inside
+``torch.export`` and the ONNX translation take them, and onnxruntime matches PyTorch to ~2e-7 (relative).
+Under onnxruntime ``gather``, ``sdpa`` and ``lean`` are equally fast and ``dense`` and ``reference``, which build
+the full (HW)x(HW) mask, are ~40 times slower (BiFormer-T's stage-1 layer, one thread, CPU ms: gather 3.9,
+sdpa 3.9, lean 4.1, reference 142, dense 191; ``benchmarks/export_cpu.json``). Two backends do not export to
+ONNX. ``flex``: ``torch.export`` traces it (without gradients) into PyTorch's FlexAttention operator, which has
+no ONNX translation. ``triton``: a custom operator (``bralib::triton_routed_attention``, ``torch.library``) that
+``torch.export`` keeps opaque (the program then needs bralib, triton and, outside Triton's interpreter, CUDA)
+and ONNX cannot translate. ``auto`` is not used for export: it decides per shape from eager timings, and inside
 ``torch.export`` (where ``torch.compiler.is_compiling()`` is true) it may choose ``flex``. ``topk`` is a
 Python integer of each layer, so every ONNX ``TopK`` gets a constant k (:func:`topk_values` checks it), as
 TensorRT requires.

@@ -158,8 +158,11 @@ def load_safetensors(path: str | os.PathLike) -> tuple[BiFormer, WeightsInfo]:
             f"weights file {str(path)!r} does not describe a bralib model (metadata format {metadata.get('format')!r}, "
             f"expected {FORMAT!r}); build the model yourself and use load_safetensors_into(model, path)"
         )
-    description = json.loads(metadata["model"])
-    model = build_from_description(description)
+    try:
+        description = json.loads(metadata["model"])
+        model = build_from_description(description)
+    except (ValueError, TypeError, KeyError) as err:  # a header from a newer bralib, or edited by hand
+        raise CheckpointError(f"weights file {str(path)!r} describes a model this bralib cannot build: {err}") from err
     from bralib.train.checkpoint import load_model_state
 
     load_model_state(model, state, source=f"weights file {str(path)!r}")

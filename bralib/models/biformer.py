@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 from bralib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from bralib.models.layers import DropPath, GlobalAttention, Mlp
+from bralib.models.validate import check_biformer_args, check_images
 from bralib.ops import BiLevelRoutingAttention
 
 STEMS = ("overlapped", "patchify")
@@ -370,6 +371,7 @@ class BiFormer(nn.Module):
         features_only: bool = False,
     ) -> None:
         super().__init__()
+        check_biformer_args(config, num_classes, in_chans, drop_path_rate, auto_pad)  # clear errors up front
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         if num_classes < 0:
@@ -432,8 +434,7 @@ class BiFormer(nn.Module):
         return (maps, routes) if return_routing else maps
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f"x must be an image batch (B, {self.in_chans}, H, W), got shape {tuple(x.shape)}")
+        check_images(x, self.in_chans)
         if not self.auto_pad:
             self._check_size(x.shape[2], x.shape[3])
 

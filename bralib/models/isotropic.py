@@ -282,7 +282,8 @@ def receptive_field(model: IsotropicNet, image: torch.Tensor) -> torch.Tensor:
     The input-gradient receptive field of every final token for one image (1, in_chans, P, P): the
     embedded tokens are repeated N times, copy t back-propagates the sum of output token t, and the
     non-zero rows of the gradient are the input tokens that token t depends on. Masked keys get an
-    exactly zero gradient, so the answer is exact, not a threshold.
+    exactly zero gradient, so the answer is exact, not a threshold (a dependence whose gradient happens to
+    vanish at this input would be missed; with random weights and a random direction that has probability 0).
     """
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"image must be one image (1, C, P, P), got {tuple(image.shape)}")
@@ -297,7 +298,10 @@ def receptive_field(model: IsotropicNet, image: torch.Tensor) -> torch.Tensor:
     out = model.forward_tokens(inputs).reshape(tokens, tokens, -1)  # (N copies, N tokens, C)
     torch.set_rng_state(state)
     picked = out[torch.arange(tokens), torch.arange(tokens)]  # copy t's output token t: (N, C)
-    (grad,) = torch.autograd.grad(picked.sum(), inputs)
+    # A fixed random direction, not the plain sum: the final LayerNorm's outputs always sum to its bias, so
+    # the sum's gradient is zero (up to rounding) whatever the token depends on.
+    direction = torch.randn(picked.shape[-1], generator=torch.Generator().manual_seed(0)).to(picked)
+    (grad,) = torch.autograd.grad((picked * direction).sum(), inputs)
     return grad.reshape(tokens, tokens, -1).abs().sum(-1) > 0
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bralib.errors import UsageError
+from bralib.ops.validate import check_heads, check_positive_int
+
 
 def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
     """Stochastic depth: zero the whole residual branch of a random subset of samples (rate ``drop_prob``).
@@ -28,8 +31,8 @@ class DropPath(nn.Module):
 
     def __init__(self, drop_prob: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= drop_prob < 1.0:
-            raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
+        if isinstance(drop_prob, bool) or not isinstance(drop_prob, int | float) or not 0.0 <= drop_prob < 1.0:
+            raise UsageError(f"drop_prob must be a number in [0, 1), got {drop_prob!r}")
         self.drop_prob = drop_prob
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,6 +47,8 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()
+        check_positive_int("dim", dim)
+        check_positive_int("hidden_dim", hidden_dim)
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)
@@ -70,10 +75,11 @@ class GlobalAttention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int = 8, lepe_kernel: int = 5) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"num_heads={num_heads} must divide dim={dim}")
-        if lepe_kernel < 0 or (lepe_kernel > 0 and lepe_kernel % 2 == 0):
-            raise ValueError(f"lepe_kernel must be 0 (none) or an odd kernel size, got {lepe_kernel}")
+        check_positive_int("dim", dim)
+        check_heads("dim", dim, num_heads)
+        even = isinstance(lepe_kernel, int) and lepe_kernel > 0 and lepe_kernel % 2 == 0
+        if isinstance(lepe_kernel, bool) or not isinstance(lepe_kernel, int) or lepe_kernel < 0 or even:
+            raise UsageError(f"lepe_kernel must be 0 (none) or an odd kernel size, got {lepe_kernel!r}")
         self.dim, self.num_heads = dim, num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)  # rows: q | k | v

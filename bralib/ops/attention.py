@@ -6,17 +6,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bralib.errors import UsageError
 from bralib.ops.amp import autocast_off
 from bralib.ops.backends import choose_backend, get_backend
+from bralib.ops.nonfinite import apply_rule
 from bralib.ops.routing import local_index, region_means, route_regions, routing_dtype, top_regions
-from bralib.errors import UsageError
-from bralib.ops.nonfinite import nonfinite_reach, poison
 from bralib.ops.validate import (
     check_divisible,
     check_heads,
+    check_map,
     check_positive_int,
     check_positive_number,
-    check_map,
     check_qkv,
     check_routing_index,
     check_topk,
@@ -126,7 +126,7 @@ def routed_attention(
         out = v + (q.sum() + k.sum()).to(v.dtype) * 0  # (0, H, W, Cv)
     else:
         out = chosen.fn(q, k, v, index, num_heads=num_heads, n_win=n_win, scale=scale)
-        out = poison(out, nonfinite_reach(q, k, v, index, num_heads=num_heads, n_win=n_win))
+        out = apply_rule(out, q, k, v, index, num_heads=num_heads, n_win=n_win)  # NaN where NaN or inf reaches
     return (out, index) if return_routing else out
 
 

@@ -23,8 +23,23 @@ gives the same NaNs.
 from __future__ import annotations
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
-from bralib.ops.regions import region_of_tokens, to_regions
+
+def known_finite(*tensors: torch.Tensor) -> bool:
+    """True when every value of ``tensors`` is cheaply known to be finite, so the rule has nothing to do.
+
+    Only checked for real CPU tensors outside ``torch.compile`` (one sum per tensor; a NaN or inf makes the sum
+    non-finite): elsewhere reading the answer would cost a device synchronisation or a graph break, so the
+    answer is False and the callers apply the rule, which costs a few small passes and changes no finite output.
+    A false alarm (a finite sum that overflows) only sends the caller down the exact path.
+    """
+    if torch.compiler.is_compiling() or any(t.device.type != "cpu" or is_fake(t) for t in tensors):
+        return False  # fake tensors (FLOP counting) carry no values to read
+    with torch.no_grad():
+        # Half precision sums in float32: a float16 total overflows long before any value is large.
+        total = sum(t.sum(dtype=torch.float32 if t.element_size() < 4 else None) for t in tensors)
+        return bool(torch.isfinite(total))
 
 
 def finite_or_zero(x: torch.Tensor) -> torch.Tensor:
@@ -32,40 +47,56 @@ def finite_or_zero(x: torch.Tensor) -> torch.Tensor:
     return x.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def nonfinite_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, H, W, C) -> (B, H, W, heads, 1) bool: the tokens whose channels in a head hold a NaN or an infinity."""
-    batch, height, width, channels = x.shape
-    bad = ~torch.isfinite(x).reshape(batch, height, width, num_heads, channels // num_heads)
-    return bad.any(-1, keepdim=True)
+def _nan_where_nonfinite(x: torch.Tensor, shape: tuple[int, ...], dims: tuple[int, ...]) -> torch.Tensor:
+    """``x`` viewed as ``shape`` and reduced over ``dims``: 0 where all values were finite, NaN where any was not.
+
+    x * 0 is 0 for a finite x and NaN for NaN or +-inf; a sum of zeros cannot overflow.
+    """
+    return (x.detach() * 0).reshape(shape).sum(dims)
 
 
-def routed_nonfinite(
-    k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, *, num_heads: int, n_win: int
-) -> torch.Tensor:
-    """(B, H, W, Cv) bool: True where a non-finite key (in the channel's head) or value of a routed token reaches.
+def routed_nan(k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, *, num_heads: int, n_win: int) -> torch.Tensor:
+    """(B, S*S, Cv): NaN where a routed region holds a non-finite key (in the channel's head) or value, else 0.
 
     Args:
         k: (B, H, W, Cqk); v: (B, H, W, Cv); index: (B, S*S, topk).
     """
-    batch, height, width, c_v = v.shape
-    bad_v = ~torch.isfinite(v).reshape(batch, height, width, num_heads, c_v // num_heads)
-    source = (bad_v | nonfinite_heads(k, num_heads)).reshape(batch, height, width, c_v)  # what each key token spoils
-    region = to_regions(source, n_win).any(2)  # (B, S^2, Cv)
+    batch, height, width, c_qk = k.shape
+    c_v, s, h, w = v.shape[-1], n_win, height // n_win, width // n_win
+    bad_k = _nan_where_nonfinite(k, (batch, s, h, s, w, num_heads, c_qk // num_heads), (2, 4, 6))  # (B, S, S, heads)
+    bad_v = _nan_where_nonfinite(v, (batch, s, h, s, w, c_v), (2, 4))  # (B, S, S, Cv)
+    region = bad_v.reshape(batch, s * s, num_heads, -1) + bad_k.reshape(batch, s * s, num_heads, 1)
     images = torch.arange(batch, device=index.device)[:, None, None]  # (B, 1, 1)
-    routed = region[images, index].any(2)  # (B, S^2, Cv): some routed region holds a bad token
-    return routed[:, region_of_tokens(height, width, n_win, device=index.device)].reshape(v.shape)
+    return region.reshape(batch, s * s, c_v)[images, index].sum(2)  # (B, S^2, topk, Cv) -> (B, S^2, Cv)
 
 
-def nonfinite_reach(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, *, num_heads: int, n_win: int
+def add_routed_nan(out: torch.Tensor, nan: torch.Tensor, n_win: int) -> torch.Tensor:
+    """out: (B, H, W, Cv) plus the (B, S*S, Cv) region values of :func:`routed_nan` on every token of each region."""
+    batch, height, width, c_v = out.shape
+    s, h, w = n_win, height // n_win, width // n_win
+    spread = out.reshape(batch, s, h, s, w, c_v) + nan.reshape(batch, s, 1, s, 1, c_v)
+    return spread.reshape(out.shape)
+
+
+def add_query_nan(out: torch.Tensor, q: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """out: (B, H, W, Cv) with NaN in every head whose query channels hold a NaN or an infinity."""
+    batch, height, width, c_qk = q.shape
+    nan = _nan_where_nonfinite(q, (batch, height, width, num_heads, c_qk // num_heads), (4,))  # (B, H, W, heads)
+    return (out.reshape(batch, height, width, num_heads, -1) + nan[..., None]).reshape(out.shape)
+
+
+def apply_rule(
+    out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    index: torch.Tensor,
+    *,
+    num_heads: int,
+    n_win: int,
 ) -> torch.Tensor:
-    """(B, H, W, Cv) bool: the outputs the rule above makes NaN (q's own heads, and routed keys and values)."""
-    batch, height, width, c_v = v.shape
-    routed = routed_nonfinite(k, v, index, num_heads=num_heads, n_win=n_win)
-    own = routed.reshape(batch, height, width, num_heads, c_v // num_heads) | nonfinite_heads(q, num_heads)
-    return own.reshape(v.shape)
-
-
-def poison(out: torch.Tensor, reach: torch.Tensor) -> torch.Tensor:
-    """``out`` with NaN wherever ``reach`` is True."""
-    return out.masked_fill(reach, float("nan"))
+    """``out`` (B, H, W, Cv) with NaN wherever the rule says a non-finite input reaches (unchanged elsewhere)."""
+    if known_finite(q, k, v):
+        return out
+    out = add_routed_nan(out, routed_nan(k, v, index, num_heads=num_heads, n_win=n_win), n_win)
+    return add_query_nan(out, q, num_heads)

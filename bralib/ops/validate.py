@@ -10,6 +10,7 @@ import math
 import numbers
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from bralib.errors import UsageError
 
@@ -43,9 +44,7 @@ def check_divisible(name: str, size: int, n_win: int) -> None:
 def check_topk(topk: object, n_win: int) -> None:
     n_regions = n_win * n_win
     if isinstance(topk, bool) or not isinstance(topk, numbers.Integral) or not 1 <= topk <= n_regions:
-        raise UsageError(
-            f"topk must be an integer in [1, n_win**2] = [1, {n_regions}] for n_win={n_win}, got {topk!r}"
-        )
+        raise UsageError(f"topk must be an integer in [1, n_win**2] = [1, {n_regions}] for n_win={n_win}, got {topk!r}")
 
 
 def check_heads(name: str, channels: int, num_heads: int) -> None:
@@ -75,9 +74,7 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_rank(name, t, 4, "(B, H, W, C)")
     if q.shape != k.shape:
-        raise UsageError(
-            f"q and k must have the same shape (B, H, W, Cqk), got {tuple(q.shape)} and {tuple(k.shape)}"
-        )
+        raise UsageError(f"q and k must have the same shape (B, H, W, Cqk), got {tuple(q.shape)} and {tuple(k.shape)}")
     if v.shape[:3] != q.shape[:3]:
         raise UsageError(f"v must share (B, H, W) with q: q is {tuple(q.shape)}, v is {tuple(v.shape)}")
     if not (q.dtype == k.dtype == v.dtype):
@@ -116,7 +113,7 @@ def check_routing_index(index: object, q: torch.Tensor, n_win: int, topk: int) -
             f"routing_index is on {index.device} but q is on {q.device}: they must be on one device "
             "(routing_index.to(q.device))"
         )
-    if index.numel() == 0 or index.device.type == "meta":  # nothing to read
+    if index.numel() == 0 or index.device.type == "meta" or is_fake(index):  # no values to read
         return
     n_regions = n_win * n_win
     ordered = index.sort(dim=-1).values  # (B, S^2, topk): a repeat sits next to its twin

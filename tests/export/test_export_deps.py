@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import bralib
+import bralib.export
 from bralib.export.deps import EXPORT_PACKAGES, MissingExportPackage, require
 
 

@@ -11,6 +11,7 @@ import bralib
 from bralib.cli import main
 from bralib.export.program import export_backend, export_program_file, load_program
 from bralib.ops import BiLevelRoutingAttention
+from bralib.train import load_trained_model
 
 
 def test_bra_layer_program_round_trip(tmp_path):
@@ -51,7 +52,7 @@ def test_cli_exports_the_committed_checkpoint_as_a_program(tmp_path, repo_root, 
     assert main(["export", "--checkpoint", str(checkpoint), "--format", "torch-export", "--out", str(out)]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["max_abs_difference"] == 0.0 and record["input_shape"] == [1, 3, 64, 64]
-    model, _, _ = bralib.train.load_trained_model(checkpoint)
+    model, _, _ = load_trained_model(checkpoint)
     images = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(load_program(out).module()(images), model(images), rtol=0, atol=1e-5)

@@ -12,8 +12,10 @@ import torch
 import bralib
 from bralib.cli import main
 from bralib.errors import CheckpointError
+from bralib.export.convert import convert_official
 from bralib.export.safetensors_io import Preprocess, load_safetensors, load_safetensors_into, save_safetensors
 from bralib.models import OfficialWeightsError
+from bralib.train import load_trained_model
 
 pytest.importorskip("safetensors")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
@@ -79,7 +81,7 @@ def test_convert_official_checkpoint_loads_strictly(tmp_path):
     official["extra.weight"] = torch.zeros(1)
     torch.save({"model": official}, tmp_path / "broken.pth")
     with pytest.raises(OfficialWeightsError, match=r"(?s)missing.*stages\.1\.0\.attn\.wo\.bias.*extra\.weight"):
-        bralib.export.convert_official(tmp_path / "broken.pth", tmp_path / "broken.safetensors", "biformer_nano",
+        convert_official(tmp_path / "broken.pth", tmp_path / "broken.safetensors", "biformer_nano",
                                        num_classes=10)  # fmt: skip
     assert not (tmp_path / "broken.safetensors").exists()
 
@@ -90,7 +92,7 @@ def test_convert_training_checkpoint_keeps_classes_and_preprocessing(tmp_path, r
     assert main(["convert", str(checkpoint), str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["num_classes"] == 10
     model, info = load_safetensors(out)
-    trained, _, _ = bralib.train.load_trained_model(checkpoint)
+    trained, _, _ = load_trained_model(checkpoint)
     assert all(
         torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values(), strict=True)
     )

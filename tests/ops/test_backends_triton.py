@@ -146,6 +146,26 @@ def test_duplicate_routing_indices_count_once(on):
 
 
 @needs_triton
+@pytest.mark.parametrize("regions_per_tile", [1, 4])
+def test_non_finite_inputs_follow_the_rule(regions_per_tile, on):
+    """A NaN or infinity reaches only the queries that route to it (bralib.ops.nonfinite), also in packed tiles."""
+    qkv, index, _, kwargs = problem((1, 14, 14, 16, 16, 2, 7, 4), on("cpu"), seed=9)
+    q, k, v = (t.detach().clone() for t in qkv)
+    v[0, 0, 0, 3] = float("nan")  # region 0, head 0
+    v[0, 13, 13, 12] = float("inf")  # region 48, head 1
+    k[0, 6, 6, 9] = float("nan")  # region 24, head 1
+    tiling = tiling_for(4, 4, regions_per_tile=regions_per_tile)
+    got = triton_attention(q, k, v, index, scale=0.3, tiling=tiling, **kwargs)
+    expected = bra(q, k, v, topk=4, routing_index=index, backend="reference", scale=0.3, **kwargs)
+    reached = expected.isnan()
+    assert reached.any() and not reached.all()
+    assert torch.equal(got[~reached].isnan(), torch.zeros_like(got[~reached], dtype=torch.bool))  # no spill-over
+    torch.testing.assert_close(got[~reached], expected[~reached], atol=2e-5, rtol=1e-4)
+    if regions_per_tile > 1:  # packed tiles mark what they reach themselves; unpacked ones get inf or NaN there
+        assert torch.equal(got.isnan(), reached)
+
+
+@needs_triton
 def test_empty_batch(on):
     qkv, index, grad_out, kwargs = problem((0, 14, 14, 16, 16, 2, 7, 4), on("cpu"))
     out = triton_attention(*qkv, index, scale=0.3, **kwargs)
@@ -319,6 +339,63 @@ def test_clear_errors_where_triton_cannot_run(monkeypatch):
 
     monkeypatch.setattr(triton_backend.importlib, "import_module", no_triton)
     assert "needs the 'triton' package" in BACKENDS["triton"].problem("cuda", torch.bfloat16, needs_grad=True)
+
+
+@needs_triton
+def test_interpreter_after_triton_language_was_imported():
+    """torch.compile imports triton.language before a notebook sets TRITON_INTERPRET: the kernels still run."""
+    code = (
+        "import os, torch, triton.language\n"  # decorated for compilation: tl.max, tl.sum, tl.zeros are jit functions
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "from bralib.ops import route_regions\n"
+        "from bralib.ops.backends import BACKENDS\n"
+        "q = torch.randn(1, 14, 14, 16)\n"
+        "index = route_regions(q, q, n_win=7, topk=4)[1]\n"
+        "kw = dict(num_heads=1, n_win=7, scale=0.25)\n"
+        "got, want = (BACKENDS[name].fn(q, q, q, index, **kw) for name in ('triton', 'reference'))\n"
+        "print(float((got - want).abs().max()))\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("TRITON_INTERPRET", None)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.split()[-1]) < 1e-5
+
+
+AHEAD_OF_TIME = """
+import inspect, re, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from bralib.ops.backends.triton import tiling_for
+from bralib.ops.kernels import routed_attention as kernels
+
+pointers = {"Lse": "*fp32", "Delta": "*fp32", "Index": "*i32", "Starts": "*i32", "Counts": "*i32", "Choosers": "*i32"}
+pointers |= {name: "*bf16" for name in ("Q", "K", "V", "Out", "dO", "dQ", "dK", "dV")}
+for tokens, topk in [(64, 1), (16, 4), (4, 16)]:  # BiFormer's three stages
+    t = tiling_for(tokens, topk)
+    constants = dict(D=32, DV=32, D_PAD=32, DV_PAD=32, G=t.regions, ROWS=t.rows, KEY_ROWS=t.key_rows, SLOTS=t.slots,
+                     PRECISION="tf32", WIDEN=False)
+    for fn in (kernels._fwd_kernel, kernels._dq_kernel, kernels._dkv_kernel):
+        names = inspect.signature(fn.fn).parameters
+        signature = {n: "constexpr" if n in constants else pointers.get(n, "fp32" if n.startswith("scale") else "i32")
+                     for n in names}
+        compiled = triton.compile(triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=constants),
+                                  target=GPUTarget("cuda", 90, 32))
+        print(fn.__name__, tokens, len(re.findall("mma", compiled.asm["ptx"])))
+"""
+
+
+@needs_triton
+def test_kernels_compile_for_an_h100_without_one():
+    """Triton compiles the kernels to sm_90 code on a CPU (bfloat16, BiFormer's tilings), with tensor-core MMAs."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("TRITON_INTERPRET", None)  # compiled kernels in this subprocess
+    result = subprocess.run([sys.executable, "-c", AHEAD_OF_TIME], capture_output=True, text=True, env=env, timeout=300)
+    if result.returncode != 0 and ("ptxas" in result.stderr or "ImportError" in result.stderr):
+        pytest.skip(f"no ahead-of-time CUDA compilation here: {result.stderr.strip().splitlines()[-1]}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert len(lines) == 9 and all(int(mma) > 0 for _, _, mma in lines), result.stdout
 
 
 def test_bralib_works_without_triton():

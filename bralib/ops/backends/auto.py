@@ -54,9 +54,10 @@ class BackendChoice:
     reasons: list[str] = field(default_factory=list)
     measured_ms: dict[str, float] = field(default_factory=dict)  # the nearest measured shape, this request's mode
     excluded: dict[str, str] = field(default_factory=dict)  # backend -> why it cannot run this request
+    chooser: str = "auto"  # "auto", or "named" when the caller named the backend
 
     def __str__(self) -> str:
-        lines = [f"auto -> {self.backend!r} for {self.request}"]
+        lines = [f"{self.chooser} -> {self.backend!r} for {self.request}"]
         lines += [f"  {reason}" for reason in self.reasons]
         if self.measured_ms:
             ranked = sorted(self.measured_ms.items(), key=lambda item: item[1])
@@ -171,26 +172,67 @@ def explain_request(
 
 
 def explain_backend(
-    q: torch.Tensor,
-    v: torch.Tensor,
-    *,
+    *tensors: torch.Tensor,
     n_win: int,
     topk: int,
+    num_heads: int | None = None,
+    backend: str = "auto",
     needs_grad: bool | None = None,
     verbose: bool = True,
+    scale: float | None = None,
+    routing_scale: float | None = None,
+    routing: str = "content",
+    routing_index: torch.Tensor | None = None,
+    return_routing: bool = False,
 ) -> BackendChoice:
-    """Say which backend ``bra(..., backend="auto")`` picks for q: (B, H, W, Cqk), v: (B, H, W, Cv), and why.
+    """Say which backend ``bra(..., backend=...)`` runs for a request, and why.
 
-    ``needs_grad`` defaults to what ``bra`` would see: grad mode on and q or v requiring grad. Prints the
-    explanation when ``verbose`` and returns it (``.backend`` is the name).
+    Takes ``bra``'s own arguments, ``explain_backend(q, k, v, num_heads=..., n_win=..., topk=..., backend=...)``,
+    and checks them as ``bra`` does; the short form ``explain_backend(q, v, n_win=..., topk=...)`` still works.
+    q: (B, H, W, Cqk), k: like q, v: (B, H, W, Cv). The arguments that do not change the choice (scale,
+    routing, ...) are accepted so that a ``bra`` call can be copied as it is. ``needs_grad`` defaults to what
+    ``bra`` would see: grad mode on and an input requiring grad. Prints the explanation when ``verbose`` and
+    returns it (``.backend`` is the name).
     """
-    from bralib.ops.validate import check_positive_int, check_topk
+    from bralib.ops.backends import get_backend
+    from bralib.ops.validate import check_heads, check_positive_int, check_qkv, check_routing_index, check_topk
 
+    if len(tensors) == 3:
+        q, k, v = tensors
+        check_qkv(q, k, v)
+    elif len(tensors) == 2:
+        (q, v), k = tensors, None
+    else:
+        raise TypeError(f"explain_backend takes (q, k, v) like bra, or (q, v); got {len(tensors)} tensors")
     check_positive_int("n_win", n_win)
     check_topk(topk, n_win)
+    if num_heads is not None:
+        check_heads("Cqk (q.shape[-1])", q.shape[-1], num_heads)
+        check_heads("Cv (v.shape[-1])", v.shape[-1], num_heads)
+    if routing_index is not None:
+        check_routing_index(routing_index, q, n_win, topk)
+    inputs = [t for t in (q, k, v) if t is not None]
     if needs_grad is None:
-        needs_grad = torch.is_grad_enabled() and (q.requires_grad or v.requires_grad)
-    choice = explain_choice(q, v, n_win=n_win, topk=topk, needs_grad=needs_grad)
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    if backend == "auto":
+        choice = explain_choice(q, v, n_win=n_win, topk=topk, needs_grad=needs_grad)
+    else:
+        choice = explain_named(get_backend(backend), q, v, n_win=n_win, topk=topk, needs_grad=needs_grad)
     if verbose:
         print(choice)
     return choice
+
+
+def explain_named(
+    backend, q: torch.Tensor, v: torch.Tensor, *, n_win: int, topk: int, needs_grad: bool
+) -> BackendChoice:
+    """A named backend is used as it is: say so, and whether it can run the request."""
+    choice = explain_choice(q, v, n_win=n_win, topk=topk, needs_grad=needs_grad)
+    named = BackendChoice(backend.name, choice.request, measured_ms=choice.measured_ms, chooser="named")
+    named.reasons.append(
+        f"backend={backend.name!r} was named: bra runs it as it is (auto would pick {choice.backend!r})"
+    )
+    problem = backend.problem(q.device.type, q.dtype, needs_grad)
+    if problem is not None:
+        named.reasons.append(f"it cannot run this request: it {problem}")
+    return named

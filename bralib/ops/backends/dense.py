@@ -6,9 +6,10 @@ regions, k = 16 of 49, 196 tokens) that trade wins: the gather's many small matr
 the dense product's wasted work. At stage 1 (3136 tokens, k = 1) it is hopeless. One boolean mask,
 built from the routing index, is shared by every head.
 
-A masked-out key is weighed by zero inside the kernel, and zero times NaN is NaN: non-finite keys and values
-are zeroed first and the outputs they reach through the routing set to NaN after (the rule of
-:mod:`bralib.ops.nonfinite`), so a NaN goes exactly where the gathering backends send it.
+A masked-out key is weighed by zero inside the kernel, and zero times NaN is NaN. When the keys or values
+are not all finite, their NaN and infinities are zeroed first and the outputs they reach through the
+routing made NaN after (the rule of :mod:`bralib.ops.nonfinite`), so a NaN goes exactly where the gathering
+backends send it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from bralib.ops.backends.reference import split_heads
 from bralib.ops.masks import routed_mask
-from bralib.ops.nonfinite import finite_or_zero, poison, routed_nonfinite
+from bralib.ops.nonfinite import add_routed_nan, finite_or_zero, known_finite, routed_nan
 
 
 def dense_attention(
@@ -27,9 +28,15 @@ def dense_attention(
     """q, k: (B, H, W, Cqk); v: (B, H, W, Cv); index: (B, S*S, topk) -> (B, H, W, Cv)."""
     batch, height, width, _ = q.shape
     tokens, c_v = height * width, v.shape[-1]
-    reach = routed_nonfinite(k, v, index, num_heads=num_heads, n_win=n_win)  # (B, H, W, Cv)
+    finite = known_finite(k, v)
     mask = routed_mask(index, height, width, n_win)[:, None]  # (B, 1, N, N) bool, True = may attend
-    k, v = finite_or_zero(k), finite_or_zero(v)
     q_h, k_h, v_h = (split_heads(t.reshape(batch, tokens, t.shape[-1]), num_heads) for t in (q, k, v))
+    if not finite:
+        # Zeroed after the head split: the same values, and inductor compiles it with dynamic shapes (zeroing
+        # the strided q/k/v slices of a qkv projection first made it fail to order their strides).
+        k_h, v_h = finite_or_zero(k_h), finite_or_zero(v_h)
     out = F.scaled_dot_product_attention(q_h, k_h, v_h, attn_mask=mask, scale=scale)  # (B, heads, N, Cv/heads)
-    return poison(out.transpose(1, 2).reshape(batch, height, width, c_v), reach)
+    out = out.transpose(1, 2).reshape(batch, height, width, c_v)
+    if not finite:
+        out = add_routed_nan(out, routed_nan(k, v, index, num_heads=num_heads, n_win=n_win), n_win)
+    return out

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from bralib.ops.backends.layout import gather_tokens, head_view, merge_head_view, query_token_index
+from bralib.ops.nonfinite import add_routed_nan, finite_or_zero, known_finite, routed_nan
 from bralib.ops.regions import from_regions
 from bralib.ops.routing import routing_mask
 
@@ -146,14 +147,21 @@ def flex_attention_backend(
     q_r, k_r, v_r = (gather_tokens(t, rows, n_win * n_win) for t in (q, k, v))  # (B, S^2, n, C*): region order
     tokens_per_region = q_r.shape[2]
     block_size = flex_block_size(tokens_per_region, q.device.type) if block_size is None else block_size
-    if block_size == tokens_per_region:
+    grouped = block_size != tokens_per_region
+    if not grouped:
         block_mask = region_block_mask(index, tokens_per_region, with_backward=needs_grad)
     else:
         block_mask = grouped_block_mask(index, tokens_per_region, block_size, with_backward=needs_grad)
+    # A partial block weighs its masked-out keys by zero, and zero times NaN is NaN: zero the non-finite keys and
+    # values there, and make NaN the outputs they reach through the routing (bralib.ops.nonfinite's rule).
+    clean = grouped and not known_finite(k, v)
+    if clean:
+        k_r, v_r = finite_or_zero(k_r), finite_or_zero(v_r)
 
     def sequence_heads(x: torch.Tensor) -> torch.Tensor:  # (B, S^2, n, C) -> (B, heads, S^2*n, C/heads), a view
         return head_view(x.reshape(batch, 1, -1, x.shape[-1]), num_heads)
 
     out = _flex()(sequence_heads(q_r), sequence_heads(k_r), sequence_heads(v_r), block_mask=block_mask, scale=scale)
     out = merge_head_view(out, batch).reshape(batch, n_win * n_win, tokens_per_region, v.shape[-1])  # (B, S^2, n, Cv)
-    return from_regions(out, n_win, height, width)
+    out = from_regions(out, n_win, height, width)
+    return add_routed_nan(out, routed_nan(k, v, index, num_heads=num_heads, n_win=n_win), n_win) if clean else out

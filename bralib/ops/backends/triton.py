@@ -37,6 +37,7 @@ import dataclasses
 import importlib
 import math
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -126,7 +127,7 @@ def triton_problem(device_type: str) -> str | None:
         return f"needs the 'triton' package, which is not importable here ({err}); pip install triton (Linux x86-64)"
     if device_type == "cpu":
         loaded = _loaded_kernels()
-        if loaded is not None and not loaded.INTERPRETED:
+        if loaded is not None and not _interpreted(loaded):
             return (
                 "its kernels were compiled for the GPU in this process; CPU needs TRITON_INTERPRET=1 before first use"
             )
@@ -141,13 +142,17 @@ def _loaded_kernels() -> ModuleType | None:
     return sys.modules.get("bralib.ops.kernels.routed_attention")
 
 
+def _interpreted(module: ModuleType) -> bool:
+    """Whether triton.jit decorated the kernels for its interpreter, read off a kernel (any triton version)."""
+    if not hasattr(module, "INTERPRETED"):
+        module.INTERPRETED = type(module._fwd_kernel).__name__ == "InterpretedFunction"
+    return module.INTERPRETED
+
+
 def _kernels() -> ModuleType:
     """The kernels module; importing it decorates the kernels, compiled or interpreted per TRITON_INTERPRET."""
     module = importlib.import_module("bralib.ops.kernels.routed_attention")
-    if not hasattr(module, "INTERPRETED"):
-        import triton
-
-        module.INTERPRETED = bool(triton.knobs.runtime.interpret)
+    _interpreted(module)
     return module
 
 
@@ -218,6 +223,11 @@ def _strides(x: torch.Tensor) -> tuple[int, int, int]:
     return x.stride(0), x.stride(1), x.stride(2)
 
 
+def _on(device: torch.device) -> AbstractContextManager:
+    """Triton launches on the current CUDA device: make it the tensors' one."""
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+
+
 def routed_forward(q, k, v, routing, num_heads: int, n_win: int, scale: float, tiling: Tiling | None = None):
     """Launch the forward: (out (B, H, W, Cv), lse (B, heads, H, W) float32). ``routing`` from unique_routing."""
     batch, height, width, _ = q.shape
@@ -226,11 +236,12 @@ def routed_forward(q, k, v, routing, num_heads: int, n_win: int, scale: float, t
     if out.numel() == 0:
         return out, lse
     region_h, region_w, tiling, constants, grid = _geometry(q, v, num_heads, n_win, routing.shape[-1], tiling)
-    _kernels()._fwd_kernel[grid](
-        q, k, v, out, lse, routing, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
-        num_heads, n_win, region_h, region_w, routing.shape[-1], tiling.chunks, scale * math.log2(math.e),
-        **constants,
-    )  # fmt: skip
+    with _on(q.device):
+        _kernels()._fwd_kernel[grid](
+            q, k, v, out, lse, routing, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
+            num_heads, n_win, region_h, region_w, routing.shape[-1], tiling.chunks, scale * math.log2(math.e),
+            **constants,
+        )  # fmt: skip
     return out, lse
 
 
@@ -241,21 +252,21 @@ def routed_backward(grad_out, q, k, v, routing, out, lse, num_heads: int, n_win:
     if grad_out.numel() == 0:
         return grad_q, grad_k, grad_v
     region_h, region_w, tiling, constants, grid = _geometry(q, v, num_heads, n_win, routing.shape[-1], tiling)
-    # Delta = rowsum(dO * O) per query and head, (B, heads, H, W) float32 like the lse.
-    delta = (grad_out.float() * out.float()).unflatten(-1, (num_heads, -1)).sum(-1).permute(0, 3, 1, 2).contiguous()
+    delta = torch.empty_like(lse)  # rowsum(dO * O) per query and head: written by the dq kernel, read by dk/dv
     kernels = _kernels()
     geometry = (num_heads, n_win, region_h, region_w)
-    kernels._dq_kernel[grid](
-        q, k, v, grad_out, lse, delta, grad_q, routing,
-        *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out),
-        *geometry, routing.shape[-1], tiling.chunks, scale, scale * math.log2(math.e), **constants,
-    )  # fmt: skip
     starts, counts, choosers = transposed_routing(routing)
-    kernels._dkv_kernel[grid](
-        q, k, v, grad_out, lse, delta, grad_k, grad_v, starts, counts, choosers,
-        *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out),
-        *geometry, tiling.chunks, scale, scale * math.log2(math.e), **constants,
-    )  # fmt: skip
+    with _on(q.device):
+        kernels._dq_kernel[grid](
+            q, k, v, grad_out, out, lse, delta, grad_q, routing,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(out),
+            *geometry, routing.shape[-1], tiling.chunks, scale, scale * math.log2(math.e), **constants,
+        )  # fmt: skip
+        kernels._dkv_kernel[grid](
+            q, k, v, grad_out, lse, delta, grad_k, grad_v, starts, counts, choosers,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out),
+            *geometry, tiling.chunks, scale, scale * math.log2(math.e), **constants,
+        )  # fmt: skip
     return grad_q, grad_k, grad_v
 
 

@@ -27,9 +27,9 @@ forward stores the natural log-sum-exp per query and head, (B, heads, H, W) floa
 
 Backward (FlashAttention-2's equations): with P = exp(S - lse) recomputed and Delta = rowsum(dO * O),
 dP = dO V^T, dS = P * (dP - Delta), dQ = scale * dS K, dK = scale * dS^T Q, dV = P^T dO. ``_dq_kernel`` walks
-the routing like the forward. ``_dkv_kernel`` owns a tile of *key* tokens and walks, for each of its key
-regions, the query regions that chose it (the transposed routing), so every dK/dV row is written by exactly
-one program: no atomics, deterministic results, no float32 accumulation buffers.
+the routing like the forward and writes Delta on the way. ``_dkv_kernel`` owns a tile of *key* tokens and
+walks, for each of its key regions, the query regions that chose it (the transposed routing), so every dK/dV
+row is written by exactly one program: no atomics, deterministic results, no float32 accumulation buffers.
 
 Precision. Dots accumulate in float32; ``PRECISION`` is "ieee" for float32 inputs (no TF32). ``WIDEN``
 converts loaded bfloat16 operands to float32: the launcher sets it only in Triton's interpreter, whose numpy
@@ -41,10 +41,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+# Only Triton's builtins are used, never the helpers of triton.language.standard (tl.max, tl.sum, tl.zeros):
+# those are @triton.jit functions themselves, decorated when triton.language is first imported, and a process
+# that imported it before setting TRITON_INTERPRET (torch.compile does) cannot call them from interpreted
+# kernels. tl.reduce with the combine functions tl.max and tl.sum use, and tl.full, compute the same.
 # Kernels may read module globals only as constexpr.
 NEG = tl.constexpr(-1.0e30)  # the score of a masked pair: finite, so exp2(NEG - NEG) = 1 is harmless (p is zeroed)
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
+INF = tl.constexpr(float("inf"))
+NAN = tl.constexpr(float("nan"))
 
 
 @triton.jit
@@ -142,7 +148,13 @@ def _fwd_kernel(
     G: tl.constexpr, ROWS: tl.constexpr, KEY_ROWS: tl.constexpr, SLOTS: tl.constexpr, PRECISION: tl.constexpr,
     WIDEN: tl.constexpr,
 ):  # fmt: skip
-    """Out and the log-sum-exp of one head of one query tile."""
+    """Out and the log-sum-exp of one head of one query tile.
+
+    Packed tiles (G > 1) compute P V over the columns of every region group, with P = 0 where a row may not
+    look; but 0 * NaN is NaN, so a NaN value routed by one region would spoil its tile-mates. There the
+    non-finite values are replaced by 0 before the product, and a second product counts, per row and channel,
+    the non-finite values the row may see: those outputs are set to NaN (bralib.ops.nonfinite's rule).
+    """
     b = tl.program_id(0) // heads
     head = tl.program_id(0) % heads
     tile = tl.program_id(1)
@@ -151,8 +163,9 @@ def _fwd_kernel(
     q = _load_tokens(Q + b64 * sqb, y, x, sqh, sqw, row_ok, head * D, D, D_PAD, WIDEN)  # (M, D_PAD)
 
     m_i = tl.full([G * ROWS], NEG, tl.float32)
-    l_i = tl.zeros([G * ROWS], tl.float32)
-    acc = tl.zeros([G * ROWS, DV_PAD], tl.float32)
+    l_i = tl.full([G * ROWS], 0.0, tl.float32)
+    acc = tl.full([G * ROWS, DV_PAD], 0.0, tl.float32)
+    hits = tl.full([G * ROWS, DV_PAD], 0.0, tl.float32)  # non-finite values each row may see (G > 1 only)
     for t0 in range(0, topk, SLOTS):
         for j0 in range(0, region_h * region_w, KEY_ROWS):
             c_group, ky, kx, col_ok = _routed_cols(
@@ -162,31 +175,41 @@ def _fwd_kernel(
             v = _load_tokens(V + b64 * svb, ky, kx, svh, svw, col_ok, head * DV, DV, DV_PAD, WIDEN)  # (N, DV_PAD)
             allowed = (group[:, None] == c_group[None, :]) & col_ok[None, :]  # (M, N)
             s = tl.where(allowed, tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale_log2, NEG)
-            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_new = tl.maximum(m_i, tl.reduce(s, 1, tl.standard._elementwise_max))
             alpha = tl.exp2(m_i - m_new)
             p = tl.where(allowed, tl.exp2(s - m_new[:, None]), 0.0)
-            l_i = l_i * alpha + tl.sum(p, 1)
+            l_i = l_i * alpha + tl.reduce(p, 1, tl.standard._sum_combine)
+            if G > 1:
+                bad = (v != v) | (tl.abs(v) == INF)  # (N, DV_PAD)
+                v = tl.where(bad, 0.0, v)
+                hits += tl.dot(allowed.to(v.dtype), bad.to(v.dtype), input_precision=PRECISION)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
             m_i = m_new
 
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)  # only padded rows have l = 0
+    out = acc / l_safe[:, None]
+    if G > 1:
+        out = tl.where(hits > 0.0, NAN, out)
     dv = tl.arange(0, DV_PAD)
     o_ptrs = Out + b64 * sob + (y * soh + x * sow)[:, None] + head * DV + dv[None, :]
-    tl.store(o_ptrs, (acc / l_safe[:, None]).to(Out.dtype.element_ty), mask=row_ok[:, None] & (dv[None, :] < DV))
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & (dv[None, :] < DV))
     stat = ((b64 * heads + head) * (n_win * region_h) + y) * (n_win * region_w) + x  # (B, heads, H, W) float32
     tl.store(Lse + stat, (m_i + tl.log2(l_safe)) * LN2, mask=row_ok)
 
 
 @triton.jit
 def _dq_kernel(
-    Q, K, V, dO, Lse, Delta, dQ, Index,
-    sqb, sqh, sqw, skb, skh, skw, svb, svh, svw, sdb, sdh, sdw,
+    Q, K, V, dO, Out, Lse, Delta, dQ, Index,
+    sqb, sqh, sqw, skb, skh, skw, svb, svh, svw, sdb, sdh, sdw, sob, soh, sow,
     heads, n_win, region_h, region_w, topk, chunks, scale, scale_log2,
     D: tl.constexpr, DV: tl.constexpr, D_PAD: tl.constexpr, DV_PAD: tl.constexpr,
     G: tl.constexpr, ROWS: tl.constexpr, KEY_ROWS: tl.constexpr, SLOTS: tl.constexpr, PRECISION: tl.constexpr,
     WIDEN: tl.constexpr,
 ):  # fmt: skip
-    """dQ of one head of one query tile; dQ is contiguous (B, H, W, Cqk)."""
+    """dQ of one head of one query tile, and Delta = rowsum(dO * O) of its rows for _dkv_kernel.
+
+    dQ is contiguous (B, H, W, Cqk); Delta is (B, heads, H, W) float32, written here.
+    """
     b = tl.program_id(0) // heads
     head = tl.program_id(0) % heads
     tile = tl.program_id(1)
@@ -194,11 +217,13 @@ def _dq_kernel(
     group, y, x, row_ok = _tile_rows(tile, chunks, n_win, region_h, region_w, G, ROWS)
     q = _load_tokens(Q + b64 * sqb, y, x, sqh, sqw, row_ok, head * D, D, D_PAD, WIDEN)  # (M, D_PAD)
     do = _load_tokens(dO + b64 * sdb, y, x, sdh, sdw, row_ok, head * DV, DV, DV_PAD, WIDEN)  # (M, DV_PAD)
+    o = _load_tokens(Out + b64 * sob, y, x, soh, sow, row_ok, head * DV, DV, DV_PAD, WIDEN)  # (M, DV_PAD)
+    delta = tl.reduce(do.to(tl.float32) * o.to(tl.float32), 1, tl.standard._sum_combine)
     stat = ((b64 * heads + head) * (n_win * region_h) + y) * (n_win * region_w) + x
+    tl.store(Delta + stat, delta, mask=row_ok)
     lse2 = tl.load(Lse + stat, mask=row_ok, other=0.0) * LOG2E
-    delta = tl.load(Delta + stat, mask=row_ok, other=0.0)
 
-    dq = tl.zeros([G * ROWS, D_PAD], tl.float32)
+    dq = tl.full([G * ROWS, D_PAD], 0.0, tl.float32)
     for t0 in range(0, topk, SLOTS):
         for j0 in range(0, region_h * region_w, KEY_ROWS):
             c_group, ky, kx, col_ok = _routed_cols(
@@ -242,9 +267,10 @@ def _dkv_kernel(
 
     # The loop runs as long as the most-chosen key region of the tile has choosers left.
     c_region = (tile // chunks) * G + tl.arange(0, G * SLOTS * KEY_ROWS) // (SLOTS * KEY_ROWS)
-    most = tl.max(tl.load(Counts + b * n_regions + c_region, mask=c_region < n_regions, other=0), 0)
-    dk = tl.zeros([G * ROWS, D_PAD], tl.float32)
-    dv = tl.zeros([G * ROWS, DV_PAD], tl.float32)
+    counts = tl.load(Counts + b * n_regions + c_region, mask=c_region < n_regions, other=0)
+    most = tl.reduce(counts, 0, tl.standard._elementwise_max)
+    dk = tl.full([G * ROWS, D_PAD], 0.0, tl.float32)
+    dv = tl.full([G * ROWS, DV_PAD], 0.0, tl.float32)
     for p0 in range(0, most, SLOTS):
         for i0 in range(0, region_h * region_w, KEY_ROWS):
             c_group, qy, qx, col_ok = _chooser_cols(
