@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from bralib.ops import bra, masks, region_of_tokens, route_regions, to_regions
 from bralib.viz.routing import draw_token_attention, sample_image, simple_features
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # (the generator it returns is not needed)
 
 # %% [markdown]
 # ## 1. A pattern is a boolean mask

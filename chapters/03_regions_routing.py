@@ -53,7 +53,7 @@ from bralib.ops import from_regions, region_means, region_of_tokens, route_regio
 from bralib.viz import draw_bra_levels
 from bralib.viz.routing import draw_regions, draw_routing, sample_image, simple_features
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # (the generator it returns is not needed)
 
 # %% [markdown]
 # This chapter builds the left half of the picture below, the coarse level (chapter 4 builds the right

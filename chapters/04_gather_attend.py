@@ -55,7 +55,7 @@ from bralib.ops import BACKENDS, BiLevelRoutingAttention, bra, from_regions, mas
 from bralib.ops.backends.gather import gather_kv
 from bralib.viz.routing import draw_routing, draw_token_attention, sample_image, simple_features
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # (the generator it returns is not needed)
 
 # %% [markdown]
 # ## 1. Gather

@@ -56,7 +56,7 @@ from bralib.ops import BiLevelRoutingAttention
 from bralib.viz import sample_image
 from bralib.viz.widgets import complexity_breakdown, draw_complexity, draw_routing_view, routing_features, routing_view
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # (the generator it returns is not needed)
 
 # %% [markdown]
 # ## 1. Counting multiply-adds

@@ -13,7 +13,7 @@
 # %% [markdown]
 # # Chapter 8 — Where does it route?
 #
-# BRA's routing is a choice: for every region, k regions out of S². This chapter opens a trained model and
+# BRA's routing {cite:p}`zhu2023biformer` is a choice: for every region, k regions out of S². This chapter opens a trained model and
 # asks what it chooses, and whether the choice is better than a coin: the pictures of routed regions that
 # papers and their readers like to draw, and then the counts that such pictures need behind them.
 #

@@ -75,17 +75,17 @@ REPO = Path.cwd().parent if Path.cwd().name == "chapters" else Path.cwd()
 # `bralib.data.shape_pairs` draws 32×32 images on an 8×8 grid of 4×4-pixel cells (one cell per token). Each
 # image holds a filled **square**, a hollow **ring** and two **crosses**, each one cell, in one of six
 # colours. The square and the ring are always at least 6 cells apart along a row or a column. Two labels of
-# the same image, in the spirit of Sort-of-CLEVR's relational and non-relational questions (Santoro et al.,
-# 2017, where a CNN + MLP answered the relational questions far worse than the non-relational ones and a
+# the same image, in the spirit of Sort-of-CLEVR's relational and non-relational questions
+# ({cite:t}`santoro2017relational`, where a CNN + MLP answered the relational questions far worse than the non-relational ones and a
 # relation network closed the gap):
 #
 # * `same` (relational): does the ring have the square's colour? Half the images say yes.
 # * `colour` (the local control): the square's own colour, which its cell alone shows.
 #
 # Crosses take any colour, the square's included, so "is there another object of the square's colour?" does
-# not answer `same`: the square's token must find the ring.
+# not answer `same`: the square's token must find the ring. {numref}`fig-shape-pairs` shows six images.
 
-# %%
+# %% mystnb={"figure": {"caption": "Six shape-pairs images (32x32 pixels, an 8x8 grid of 4x4-pixel cells): a filled square, a hollow ring and two crosses. The titles give the two labels: `same` (has the ring the square's colour?) and `colour` (the square's own colour).", "name": "fig-shape-pairs"}}
 data = make_shape_pairs(8, seed=0)
 fig, axes = plt.subplots(1, 6, figsize=(12, 2.4))
 for i, ax in enumerate(axes):
@@ -182,7 +182,7 @@ assert all(abs(macs[a]["total"] / macs["local"]["total"] - 1) < 0.01 for a in AT
 # input tokens that one output token sees together: the farthest relation the arm can compute.
 
 
-# %%
+# %% mystnb={"figure": {"caption": "What the square's output token depends on (light cells) in the `window`, `local`, `bra` and `full` arms with untrained weights; each title gives the largest distance, in cells, between two input tokens that one output token sees together.", "name": "fig-reach"}}
 def bridged(rf: torch.Tensor) -> int:
     """Largest cell distance between two input tokens that one output token sees together."""
     best = 0
@@ -247,7 +247,7 @@ for name, ci in stored["paired"].items():
         print(f"{name:<22} mean {ci['mean']:+6.1f}  95 % CI [{ci['ci95'][0]:+6.1f}, {ci['ci95'][1]:+6.1f}]  "
               f"per seed {ci['differences']}")  # fmt: skip
 
-# %%
+# %% mystnb={"figure": {"caption": "Final validation top-1 of every arm on the relational label `same` (left) and the local control `colour` (right): bars are the mean over seeds with their standard deviation, dots the single seeds. Dotted: chance; dashed: 75 %, the best a model can do without relating the two objects.", "name": "fig-ablation"}}
 arms = [a for a in ATTENTIONS if a in table]
 runs = stored["runs"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
@@ -267,7 +267,7 @@ for j, label in enumerate(LABELS):
 plt.tight_layout()
 plt.show()
 
-# %%
+# %% mystnb={"figure": {"caption": "Validation top-1 on `same` after each epoch for the `full`, `bra`, `local` and `window` arms: the mean over seeds, shaded from the worst seed to the best.", "name": "fig-learning-curves"}}
 fig, ax = plt.subplots(figsize=(6, 3.2))
 for arm in ("full", "bra", "local", "window"):
     curves = np.array([[h["val_same"] for h in r["history"]] for r in runs if r["arm"] == arm])
@@ -359,7 +359,7 @@ with torch.no_grad():
 # as a control, for the same network untrained.
 
 
-# %%
+# %% mystnb={"figure": {"caption": "The share of each query's full-attention probability mass that falls on the keys a pattern keeps, against the keys per query, for the trained BRA model, the trained full-attention model and the untrained network. The oracle keeps, for each query region, the regions that hold the most mass.", "name": "fig-coverage"}}
 def block_qk(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The queries and keys (B, 8, 8, 64) of the model's one block."""
     block = model.blocks[0]
@@ -416,7 +416,7 @@ assert all(full_k4["bra"] > full_k4[p] for p in ("local", "window", "random"))
 # Three validation images; for each, the square's region and the four regions it routes to (cyan, ranked).
 # Chapter 8 counts these choices over the whole validation set, with confidence intervals and controls.
 
-# %%
+# %% mystnb={"figure": {"caption": "Three validation images: the square's region (yellow dashes) and the four regions it routes to (cyan, ranked by score); each title says whether the ring's region is among them.", "name": "fig-what-routing-picks"}}
 bra_model = trained["bra"]
 with torch.no_grad():
     bra_model(fresh.images[:3])

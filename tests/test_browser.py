@@ -245,7 +245,8 @@ def test_chapter_5_runs_in_jupyterlab_and_its_widget_reacts(tmp_path):
                 page.evaluate(
                     "(code) => { const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;"
                     " window.__mainThread = kernel.requestExecute({code}).done"
-                    ".then(reply => reply.content.status === 'ok' ? 'ok' : reply.content.ename + ': ' + reply.content.evalue); }",
+                    ".then(reply => reply.content.status === 'ok' ? 'ok'"
+                    " : reply.content.ename + ': ' + reply.content.evalue); }",
                     BUSY_MAIN_THREAD,
                 )
                 for k in (6, 7, 8):

@@ -67,7 +67,7 @@ def test_pyproject_extras_hold_what_the_tests_and_book_need():
     assert "bralib" in extras["dev"] and "bralib" in extras["book"]  # dev includes book, book includes data
     assert {"onnx", "onnxruntime", "onnxscript", "safetensors"} <= extras["export"]
     dev = PYPROJECT["project"]["optional-dependencies"]["dev"]
-    assert "bralib[book,export]" in dev and "triton" in extras["dev"]  # CI tests export and the kernel too
+    assert "bralib[book,export,site]" in dev and "triton" in extras["dev"]  # CI tests export and the kernel too
     core = {_name_and_spec(r)[0] for r in PYPROJECT["project"]["dependencies"]}
     assert core == {"torch", "numpy", "sympy", "matplotlib", "tqdm"}  # nothing else in the core
     assert (

@@ -404,6 +404,9 @@ def test_the_whole_site_builds_offline_and_every_link_resolves(book):
     for chapter in book.chapters:
         text = (html / "chapters" / f"{chapter.stem}.html").read_text()
         assert "cell execution failed" not in text.lower() and "Traceback (most recent call last)" not in text
+        # No stray object repr (a cell that ends in torch.manual_seed(0) prints "<torch._C.Generator at 0x...>").
+        stray_repr = re.search(r"&lt;[\w.]+ (object )?at 0x[0-9a-f]+&gt;", text)
+        assert not stray_repr, f"{chapter.stem} prints an object's repr: {stray_repr.group()}"
         if chapter.exercises:
             dropdowns = re.findall(r"<details[^>]*sd-dropdown[^>]*>", text)
             assert len(dropdowns) >= len(chapter.exercises), (chapter.stem, len(dropdowns))

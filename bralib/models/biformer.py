@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from bralib.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from bralib.models.layers import DropPath, GlobalAttention, Mlp
+from bralib.models.layers import DropPath, GlobalAttention, Mlp, init_weights
 from bralib.models.validate import check_biformer_args, check_images
 from bralib.ops import BiLevelRoutingAttention
 
@@ -411,7 +411,7 @@ class BiFormer(nn.Module):
         else:
             self.head_norm = nn.BatchNorm2d(dims[-1])
             self.head = nn.Linear(dims[-1], num_classes) if num_classes else nn.Identity()
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     # ------------------------------------------------------------ forward passes
 
@@ -526,7 +526,7 @@ class BiFormer(nn.Module):
         weight = self.head_norm.weight
         self.num_classes = num_classes
         head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-        _init_weights(head)
+        init_weights(head)
         self.head = head.to(device=weight.device, dtype=weight.dtype)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -607,17 +607,6 @@ def _bra_multiple(config: BiFormerConfig) -> int:
         if topk is not None:
             multiple = math.lcm(multiple, n_win * 4 * 2**stage)
     return multiple
-
-
-def _init_weights(module: nn.Module) -> None:
-    """Truncated-normal (std 0.02) linear weights and zero biases, unit LayerNorms; convs keep PyTorch's default."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 def routing_maps(model: BiFormer, x: torch.Tensor) -> list[Routing]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from torch import nn
 
-from bralib.models.layers import DropPath, Mlp
+from bralib.models.layers import DropPath, Mlp, init_weights
 from bralib.ops import masks
 from bralib.ops.coverage import attention_probs, dilation_for, oracle_index, random_index, window_side
 from bralib.ops.routing import local_index, route_regions
@@ -222,7 +222,7 @@ class IsotropicNet(nn.Module):
         self.norm = nn.LayerNorm(config.dim, eps=1e-6)
         self.head = nn.Linear(config.dim, num_classes) if num_classes else nn.Identity()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, P, P) -> (B, H, W, C): one token per patch, plus its position embedding."""
@@ -240,16 +240,6 @@ class IsotropicNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, P, P) -> (B, num_classes)."""
         return self.head(self.forward_tokens(self.embed(x)).mean(dim=(1, 2)))
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 def isotropic_macs(model: IsotropicNet) -> dict[str, int]:

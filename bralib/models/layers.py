@@ -102,3 +102,17 @@ class GlobalAttention(nn.Module):
         if self.lepe is not None:
             out = out + self.lepe(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.proj(out)
+
+
+def init_weights(module: nn.Module) -> None:
+    """Truncated-normal (std 0.02) linear weights and zero biases, unit LayerNorms; convs keep PyTorch's default.
+
+    The initialisation of the official BiFormer (and of timm's vision transformers), for ``model.apply``.
+    """
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

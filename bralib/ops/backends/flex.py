@@ -19,6 +19,8 @@ Limits, handled here rather than discovered at run time:
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from bralib.ops.backends.layout import gather_tokens, head_view, merge_head_view, query_token_index
@@ -109,14 +111,21 @@ def grouped_block_mask(index: torch.Tensor, tokens_per_region: int, block_size: 
     )  # fmt: skip
 
 
-def _flex():
-    """flex_attention compiled once per process (inside an outer torch.compile it is traced as it is)."""
+def _flex(device_type: str = "cpu"):
+    """flex_attention compiled once per process (inside an outer torch.compile it is traced as it is).
+
+    The first call per shape compiles a kernel: about 50 s on a CPU (measured on the project's 2-core machine),
+    seconds on a GPU. A one-line note on stderr says so the first time, so a long first call is not a hang.
+    """
     from torch.nn.attention.flex_attention import flex_attention
 
     global _compiled_flex
     if torch.compiler.is_compiling():
         return flex_attention
     if _compiled_flex is None:
+        where = "about 50 s on a CPU" if device_type == "cpu" else "seconds"
+        print(f"bralib: backend 'flex' compiles FlexAttention on its first call for each shape ({where});"
+              " later calls are fast", file=sys.stderr, flush=True)  # fmt: skip
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
     return _compiled_flex
 
@@ -161,7 +170,8 @@ def flex_attention_backend(
     def sequence_heads(x: torch.Tensor) -> torch.Tensor:  # (B, S^2, n, C) -> (B, heads, S^2*n, C/heads), a view
         return head_view(x.reshape(batch, 1, -1, x.shape[-1]), num_heads)
 
-    out = _flex()(sequence_heads(q_r), sequence_heads(k_r), sequence_heads(v_r), block_mask=block_mask, scale=scale)
+    flex = _flex(q.device.type)
+    out = flex(sequence_heads(q_r), sequence_heads(k_r), sequence_heads(v_r), block_mask=block_mask, scale=scale)
     out = merge_head_view(out, batch).reshape(batch, n_win * n_win, tokens_per_region, v.shape[-1])  # (B, S^2, n, Cv)
     out = from_regions(out, n_win, height, width)
     return add_routed_nan(out, routed_nan(k, v, index, num_heads=num_heads, n_win=n_win), n_win) if clean else out
