@@ -137,7 +137,7 @@ def test_readme_commands_set_up_from_nothing_with_torch_first():
         "jupyter lab --allow-root --ServerApp.root_dir=. chapters/00_how_to_use.ipynb"
     )
     assert tests == SETUP + " && ruff check . && bralib book build && " + (
-        "OMP_NUM_THREADS=1 pytest --nbval-lax --nbval-current-env -n 2 --dist loadscope"
+        "OMP_NUM_THREADS=1 pytest --nbval-lax --nbval-current-env -n 2 --dist loadscope -rs --durations=15"
     )
 
 

@@ -38,7 +38,7 @@ from bralib.book.notebooks import ANSI_ESCAPE
 SITE_SOURCES = Path("docs") / "site"  # relative to the book's root
 BIBLIOGRAPHY = Path("docs") / "references.bib"
 DEFAULT_BUILD = Path("build") / "site"
-CELL_TIMEOUT_SECONDS = 300  # one cell, wall clock; a whole chapter costs at most budget_seconds (120) of CPU
+CELL_TIMEOUT_SECONDS = 180  # one cell, wall clock; a whole chapter costs at most budget_seconds (120) of CPU
 # The [site] extra's import names (sphinx-mathjax-offline's module keeps the hyphens of its distribution).
 SITE_PACKAGES = (
     "sphinx",
