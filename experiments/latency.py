@@ -1,7 +1,7 @@
 """Batch-1 CPU inference latency of BiFormer-T/S/B (float32, eager, torch.inference_mode), per backend.
 
-The official code's numbers on a 2-core CPU (../shared/reference/official_biformer.md) are printed beside
-ours. The backends of one model are timed interleaved, as ``bralib bench`` times them.
+The official code's numbers on a 2-core CPU (measured by the project earlier, copied into this script) are printed
+beside ours. The backends of one model are timed interleaved, as ``bralib bench`` times them.
 Usage: ``THREADS=2 OMP_NUM_THREADS=2 python experiments/latency.py``.
 """
 

@@ -1,6 +1,6 @@
 """An independent model of the released BiFormer for tests: its checkpoint layout and its forward pass.
 
-Written from ../shared/reference/official_biformer.md (key layout, module details), not from bralib's code:
+Written from the released code's documented key layout and module details, not from bralib's code:
 :func:`official_state_dict` builds a state dict with the released names and shapes, :func:`official_forward`
 computes the released network's output straight from such a dict (the legacy BRA with its torch.gather over
 an expanded K/V, the ``qk_dim ** -0.5`` scale in routing and in token attention, LCE on V, stage-4 attention
